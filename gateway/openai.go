@@ -98,7 +98,7 @@ type ChatCompletion struct {
 	Model             string   `json:"model"`
 	Choices           []Choice `json:"choices"`
 	Usage             *Usage   `json:"usage,omitempty"`
-	SystemFingerprint *string  `json:"system_fingerprint"`
+	SystemFingerprint *string  `json:"system_fingerprint,omitempty"` // omitted when nil: the schema allows only a string
 }
 
 // Choice is one choice of a ChatCompletion. Logprobs is always null.

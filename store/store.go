@@ -86,11 +86,16 @@ type Store interface {
 	// Generation is a counter that grows with every committed mutation made
 	// by any process sharing the store (the CLI changes the SQLite file while
 	// the server runs). It is cheap: the server polls it every second.
+	// A call that fails leaves it unchanged, and so may a call that changes
+	// nothing (DeleteSession of an absent session, TouchTokens of unknown
+	// ids, InitAdminPassword that finds a password).
 	Generation(ctx context.Context) (int64, error)
 	Close() error
 
 	ListCredentials(ctx context.Context) ([]Credential, error)
 	GetCredential(ctx context.Context, id string) (Credential, error)
+	// CreateCredential and UpdateCredential compare emails case-insensitively
+	// for ErrDuplicate. UpdateCredential keeps the stored CreatedAt.
 	CreateCredential(ctx context.Context, c Credential) error // ErrDuplicate
 	UpdateCredential(ctx context.Context, c Credential) error // ErrNotFound, ErrDuplicate
 	DeleteCredential(ctx context.Context, id string) error    // ErrNotFound; also clears its state
@@ -116,6 +121,8 @@ type Store interface {
 
 	// SetCredentialState upserts; ListCredentialStates omits states whose
 	// Until has passed (for "cooling"); "invalid" states never expire.
+	// SetCredentialState returns ErrNotFound when the credential does not
+	// exist; ListCredentialStates sorts by CredentialID.
 	SetCredentialState(ctx context.Context, s CredentialState) error
 	ClearCredentialState(ctx context.Context, credentialID string) error // no error when absent
 	ListCredentialStates(ctx context.Context) ([]CredentialState, error)

@@ -1,0 +1,254 @@
+package adminui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/sethvargo/go-limiter"
+	"github.com/sethvargo/go-limiter/memorystore"
+
+	"github.com/atlassian-proxy/atlassian-proxy/auth"
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
+	"github.com/atlassian-proxy/atlassian-proxy/store"
+)
+
+// Config of the admin handler. The zero value means the documented defaults.
+type Config struct {
+	// SessionIdle ends a session unused for this long (default 30 min).
+	SessionIdle time.Duration
+	// SessionAbsolute ends a session this long after login (default 12 h).
+	SessionAbsolute time.Duration
+	// SecureCookies marks the session cookie Secure with the __Host- prefix
+	// and sends HSTS: set it when the admin UI is served over HTTPS (also
+	// behind a TLS-terminating proxy). Requests arriving over TLS get both
+	// anyway.
+	SecureCookies bool
+	// LoginAttemptsPerIP is how many logins (and password changes) one
+	// client IP (an IPv6 /64) may try per LoginWindow (default 10).
+	LoginAttemptsPerIP int
+	// LoginAttemptsTotal is how many logins all clients together may try
+	// per LoginWindow (default 100).
+	LoginAttemptsTotal int
+	// LoginWindow is the throttling window (default 1 min).
+	LoginWindow time.Duration
+	// MaxBodyBytes limits request bodies (default 1 MiB).
+	MaxBodyBytes int64
+	// TrustedOrigins are extra origins ("https://admin.example.com") whose
+	// cross-origin requests are allowed, for a proxy that rewrites Host.
+	TrustedOrigins []string
+}
+
+// Defaults.
+const (
+	DefaultSessionIdle        = 30 * time.Minute
+	DefaultSessionAbsolute    = 12 * time.Hour
+	DefaultLoginAttemptsPerIP = 10
+	DefaultLoginAttemptsTotal = 100
+	DefaultLoginWindow        = time.Minute
+	DefaultMaxBodyBytes       = 1 << 20
+)
+
+func (c Config) withDefaults() Config {
+	if c.SessionIdle == 0 {
+		c.SessionIdle = DefaultSessionIdle
+	}
+	if c.SessionAbsolute == 0 {
+		c.SessionAbsolute = DefaultSessionAbsolute
+	}
+	if c.LoginAttemptsPerIP == 0 {
+		c.LoginAttemptsPerIP = DefaultLoginAttemptsPerIP
+	}
+	if c.LoginAttemptsTotal == 0 {
+		c.LoginAttemptsTotal = DefaultLoginAttemptsTotal
+	}
+	if c.LoginWindow == 0 {
+		c.LoginWindow = DefaultLoginWindow
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	return c
+}
+
+// Validate reports a negative or inconsistent setting.
+func (c Config) Validate() error {
+	switch {
+	case c.SessionIdle < 0:
+		return errors.New("adminui: SessionIdle must not be negative")
+	case c.SessionAbsolute < 0:
+		return errors.New("adminui: SessionAbsolute must not be negative")
+	case c.LoginAttemptsPerIP < 0:
+		return errors.New("adminui: LoginAttemptsPerIP must not be negative")
+	case c.LoginAttemptsTotal < 0:
+		return errors.New("adminui: LoginAttemptsTotal must not be negative")
+	case c.LoginWindow < 0:
+		return errors.New("adminui: LoginWindow must not be negative")
+	case c.MaxBodyBytes < 0:
+		return errors.New("adminui: MaxBodyBytes must not be negative")
+	}
+	d := c.withDefaults()
+	if d.SessionIdle > d.SessionAbsolute {
+		return fmt.Errorf("adminui: SessionIdle (%s) must not exceed SessionAbsolute (%s)", d.SessionIdle, d.SessionAbsolute)
+	}
+	cop := http.NewCrossOriginProtection()
+	for _, o := range c.TrustedOrigins {
+		if err := cop.AddTrustedOrigin(o); err != nil {
+			return fmt.Errorf("adminui: TrustedOrigins: %w", err)
+		}
+	}
+	return nil
+}
+
+// PoolView is what the admin handler needs of the credential pool.
+type PoolView interface {
+	Status() pool.Status
+	Reset(id string) error
+}
+
+// Deps are the admin handler's collaborators.
+type Deps struct {
+	Store  store.Store  // required
+	Cipher *auth.Cipher // required
+	Logger *slog.Logger // nil: discard
+	// Pool serves GET /api/pool and POST /api/credentials/{id}/reset; nil:
+	// both answer 503.
+	Pool PoolView
+	// Changed is called after every successful change of credentials or
+	// tokens (the lead wires it to reload the token cache and resync the
+	// pool at once). May be nil.
+	Changed func()
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Admin serves the admin JSON API (and later the admin pages) under /admin.
+type Admin struct {
+	cfg     Config
+	svc     *Service
+	logger  *slog.Logger
+	pool    PoolView
+	cop     *http.CrossOriginProtection
+	perIP   limiter.Store
+	total   limiter.Store
+	handler http.Handler
+}
+
+// New builds the admin handler and its Service. Close releases its login
+// throttling state.
+func New(cfg Config, deps Deps) (*Admin, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil {
+		return nil, errors.New("adminui: Deps.Store is required")
+	}
+	if deps.Cipher == nil {
+		return nil, errors.New("adminui: Deps.Cipher is required")
+	}
+	cfg = cfg.withDefaults()
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Admin{
+		cfg:    cfg,
+		svc:    newService(deps.Store, deps.Cipher, logger, cfg, deps.Now, deps.Changed),
+		logger: logger,
+		pool:   deps.Pool,
+		cop:    http.NewCrossOriginProtection(),
+	}
+	for _, o := range cfg.TrustedOrigins {
+		if err := a.cop.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("adminui: TrustedOrigins: %w", err)
+		}
+	}
+	a.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		renderError(w, http.StatusForbidden, typePermission, "cross_origin_request", "", "cross-origin request refused")
+	}))
+	// The memory stores run a sweeper goroutine each; Close stops them.
+	var err error
+	if a.perIP, err = newLimiter(cfg.LoginAttemptsPerIP, cfg.LoginWindow); err != nil {
+		return nil, err
+	}
+	if a.total, err = newLimiter(cfg.LoginAttemptsTotal, cfg.LoginWindow); err != nil {
+		_ = a.perIP.Close(context.Background())
+		return nil, err
+	}
+	// Build the dummy hash now, so that even the first failed login with
+	// no password set costs one verification, not a hash and a verification.
+	a.svc.dummy()
+	a.handler = a.routes()
+	return a, nil
+}
+
+func newLimiter(tokens int, window time.Duration) (limiter.Store, error) {
+	st, err := memorystore.New(&memorystore.Config{
+		Tokens:        uint64(tokens),
+		Interval:      window,
+		SweepInterval: max(window, 10*time.Minute),
+		SweepMinTTL:   max(2*window, 10*time.Minute),
+		InitialAlloc:  64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("adminui: login limiter: %w", err)
+	}
+	return st, nil
+}
+
+// Service is the service layer behind the handler (for start-up calls such
+// as EnsureAdminPassword, and for the pages).
+func (a *Admin) Service() *Service { return a.svc }
+
+// Handler serves everything under /admin; mount it with the /admin prefix
+// stripped (e.g. chi's Mount("/admin", a.Handler())).
+func (a *Admin) Handler() http.Handler { return a.handler }
+
+// Close stops the login limiters' sweeper goroutines. The handler answers
+// 503 to logins afterwards.
+func (a *Admin) Close() error {
+	ctx := context.Background()
+	return errors.Join(a.perIP.Close(ctx), a.total.Close(ctx))
+}
+
+// routes builds the router. Deny by default: only POST /api/login is
+// outside the session group; everything else, present and future, goes in
+// a group that needs a session, and everything but the password routes in
+// a nested group that also refuses while the password must be changed.
+func (a *Admin) routes() chi.Router {
+	r := chi.NewRouter()
+	r.Use(a.securityHeaders, a.cop.Handler)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		renderError(w, http.StatusNotFound, typeNotFound, "not_found", "", "no such admin route")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		renderError(w, http.StatusMethodNotAllowed, typeInvalidRequest, "method_not_allowed", "", "method not allowed on this route")
+	})
+
+	r.Route("/api", func(r chi.Router) {
+		r.Post("/login", a.handleLogin)
+		r.Group(func(r chi.Router) {
+			r.Use(a.requireSession, a.requireCSRF)
+			r.Post("/logout", a.handleLogout)
+			r.Get("/session", a.handleSession)
+			r.Post("/password", a.handlePassword)
+			r.Group(func(r chi.Router) {
+				r.Use(a.requirePasswordChanged)
+				r.Get("/credentials", a.handleListCredentials)
+				r.Post("/credentials", a.handleAddCredential)
+				r.Patch("/credentials/{id}", a.handleUpdateCredential)
+				r.Delete("/credentials/{id}", a.handleRemoveCredential)
+				r.Post("/credentials/{id}/reset", a.handleResetCredential)
+				r.Get("/pool", a.handlePool)
+				r.Get("/tokens", a.handleListTokens)
+				r.Post("/tokens", a.handleCreateToken)
+				r.Delete("/tokens/{id}", a.handleRevokeToken)
+			})
+		})
+	})
+	return r
+}

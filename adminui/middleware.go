@@ -1,0 +1,198 @@
+package adminui
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// contentSecurityPolicy allows nothing inline and nothing from elsewhere:
+// the pages load their scripts, styles and images from /admin itself.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// Cookie names: the __Host- prefix makes browsers insist on Secure, Path=/
+// and no Domain, so a sibling subdomain cannot plant or shadow the cookie.
+const (
+	cookieName       = "ap_admin_session"
+	secureCookieName = "__Host-ap_admin_session"
+	csrfHeader       = "X-CSRF-Token"
+)
+
+func (a *Admin) securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+		h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+		if a.secure(r) {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// secure reports whether the admin UI is served over HTTPS for this request.
+func (a *Admin) secure(r *http.Request) bool { return a.cfg.SecureCookies || r.TLS != nil }
+
+func (a *Admin) cookieName(r *http.Request) string {
+	if a.secure(r) {
+		return secureCookieName
+	}
+	return cookieName
+}
+
+func (a *Admin) sessionCookie(r *http.Request, value string) *http.Cookie {
+	c := &http.Cookie{
+		Name:     a.cookieName(r),
+		Value:    value,
+		Path:     "/admin",
+		HttpOnly: true,
+		SameSite: http.SameSiteStrictMode,
+	}
+	if a.secure(r) {
+		c.Secure = true
+		c.Path = "/" // required by the __Host- prefix
+	}
+	if value == "" {
+		c.MaxAge = -1
+	}
+	return c
+}
+
+// sessionID is the session cookie's value, "" when absent.
+func (a *Admin) sessionID(r *http.Request) string {
+	c, err := r.Cookie(a.cookieName(r))
+	if err != nil {
+		return ""
+	}
+	return c.Value
+}
+
+type sessionCtxKey struct{}
+
+func sessionFrom(ctx context.Context) (SessionInfo, bool) {
+	s, ok := ctx.Value(sessionCtxKey{}).(SessionInfo)
+	return s, ok
+}
+
+// requireSession answers 401 unless the request carries a live session.
+func (a *Admin) requireSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := a.sessionID(r)
+		sess, err := a.svc.Session(r.Context(), id)
+		if err != nil {
+			if errors.Is(err, ErrNoSession) {
+				if id != "" {
+					http.SetCookie(w, a.sessionCookie(r, ""))
+				}
+				renderError(w, http.StatusUnauthorized, typeAuthentication, "login_required", "", "login required")
+				return
+			}
+			a.renderServiceError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionCtxKey{}, sess)))
+	})
+}
+
+// requireCSRF answers 403 to a state-changing request whose X-CSRF-Token
+// header does not match its session's token.
+func (a *Admin) requireCSRF(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(w, r)
+			return
+		}
+		sess, _ := sessionFrom(r.Context())
+		got := r.Header.Get(csrfHeader)
+		if got == "" || sess.CSRFToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(sess.CSRFToken)) != 1 {
+			renderError(w, http.StatusForbidden, typePermission, "csrf_token_invalid", "", "missing or wrong CSRF token (header "+csrfHeader+")")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requirePasswordChanged answers 403 while a generated password has not
+// been changed.
+func (a *Admin) requirePasswordChanged(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sess, _ := sessionFrom(r.Context()); sess.MustChangePassword {
+			renderError(w, http.StatusForbidden, typePermission, "password_change_required", "",
+				"the admin password must be changed first (POST /admin/api/password)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// throttle takes one login attempt from the client's and the global
+// bucket. When refused it answers 429 with Retry-After and returns false.
+func (a *Admin) throttle(w http.ResponseWriter, r *http.Request, global bool) bool {
+	ctx := r.Context()
+	ok, reset, err := take(ctx, a.perIP, "ip:"+clientKey(r.RemoteAddr))
+	if err == nil && ok && global {
+		ok, reset, err = take(ctx, a.total, "all")
+	}
+	if err != nil {
+		a.logger.LogAttrs(ctx, slog.LevelError, "login limiter", slog.String("error", err.Error()))
+		renderError(w, http.StatusServiceUnavailable, typeServer, "unavailable", "", "login temporarily unavailable")
+		return false
+	}
+	if !ok {
+		a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login throttled", slog.String("client", clientKey(r.RemoteAddr)))
+		secs := int(math.Ceil(time.Until(reset).Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		renderError(w, http.StatusTooManyRequests, typeRateLimit, "too_many_attempts", "", "too many attempts; try again later")
+		return false
+	}
+	return true
+}
+
+type takeStore interface {
+	Take(ctx context.Context, key string) (tokens, remaining, reset uint64, ok bool, err error)
+}
+
+func take(ctx context.Context, st takeStore, key string) (bool, time.Time, error) {
+	_, _, reset, ok, err := st.Take(ctx, key)
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	return ok, time.Unix(0, int64(reset)), nil
+}
+
+// clientKey is the throttling key of a client: its IP from RemoteAddr
+// (proxy headers are not trusted), an IPv6 address reduced to its /64,
+// since one host usually owns a whole /64.
+func clientKey(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is6() {
+		p, err := ip.Prefix(64)
+		if err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
+}

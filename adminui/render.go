@@ -1,0 +1,155 @@
+package adminui
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
+	"github.com/atlassian-proxy/atlassian-proxy/store"
+)
+
+// Error types, as on the OpenAI side.
+const (
+	typeInvalidRequest = "invalid_request_error"
+	typeAuthentication = "authentication_error"
+	typePermission     = "permission_error"
+	typeNotFound       = "not_found_error"
+	typeRateLimit      = "rate_limit_error"
+	typeServer         = "server_error"
+)
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+// renderError writes {"error":{"message","type","param","code"}}; an empty
+// param or code is null.
+func renderError(w http.ResponseWriter, status int, typ, code, param, message string) {
+	d := errorDetail{Message: message, Type: typ}
+	if param != "" {
+		d.Param = &param
+	}
+	if code != "" {
+		d.Code = &code
+	}
+	writeJSON(w, status, errorBody{Error: d})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"message":"internal error","type":"server_error","param":null,"code":"internal_error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// renderServiceError maps a Service (or pool) error to its HTTP answer.
+// Only safe, fixed messages (and a ValidationError's own message) reach
+// the client; the detail goes to the log.
+func (a *Admin) renderServiceError(w http.ResponseWriter, r *http.Request, err error) {
+	var ve *ValidationError
+	var ce *ConflictError
+	switch {
+	case errors.As(err, &ve):
+		renderError(w, http.StatusBadRequest, typeInvalidRequest, "invalid_value", ve.Field, ve.Message)
+	case errors.As(err, &ce):
+		renderError(w, http.StatusConflict, typeInvalidRequest, "duplicate", ce.Field, ce.Message)
+	case errors.Is(err, store.ErrDuplicate):
+		renderError(w, http.StatusConflict, typeInvalidRequest, "duplicate", "", "a record with the same identity already exists")
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, pool.ErrUnknownCredential):
+		renderError(w, http.StatusNotFound, typeNotFound, "not_found", "", "not found")
+	case errors.Is(err, store.ErrUnavailable):
+		a.logger.LogAttrs(r.Context(), slog.LevelError, "admin request failed", slog.String("error", err.Error()))
+		renderError(w, http.StatusServiceUnavailable, typeServer, "store_unavailable", "", "store unavailable")
+	default:
+		a.logger.LogAttrs(r.Context(), slog.LevelError, "admin request failed", slog.String("error", err.Error()))
+		renderError(w, http.StatusInternalServerError, typeServer, "internal_error", "", "internal error")
+	}
+}
+
+// decodeJSON reads a JSON object body into v: the content type must be
+// JSON (415), the body at most MaxBodyBytes (413), well-formed, one value,
+// no unknown fields, right types (400 naming the field). On failure it has
+// answered and returns false.
+func (a *Admin) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		renderError(w, http.StatusUnsupportedMediaType, typeInvalidRequest, "unsupported_media_type", "", "the request body must be JSON (Content-Type: application/json)")
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errTrailing
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var (
+		mbe *http.MaxBytesError
+		ute *json.UnmarshalTypeError
+		se  *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		renderError(w, http.StatusRequestEntityTooLarge, typeInvalidRequest, "request_too_large", "", "the request body is too large")
+	case errors.Is(err, io.EOF):
+		renderError(w, http.StatusBadRequest, typeInvalidRequest, "invalid_json", "", "the request body is empty")
+	case errors.As(err, &ute):
+		field := ute.Field
+		if field == "" {
+			renderError(w, http.StatusBadRequest, typeInvalidRequest, "invalid_json", "", "the request body must be a JSON object")
+			return false
+		}
+		renderError(w, http.StatusBadRequest, typeInvalidRequest, "invalid_type", field, field+" must be a "+jsonKind(ute.Type.Kind().String()))
+	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errTrailing):
+		renderError(w, http.StatusBadRequest, typeInvalidRequest, "invalid_json", "", "the request body is not valid JSON")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if len(field) > 64 || !utf8.ValidString(field) {
+			field = "(a long field name)"
+		}
+		renderError(w, http.StatusBadRequest, typeInvalidRequest, "unknown_field", field, "unknown field "+field)
+	default:
+		// e.g. a time that does not parse
+		renderError(w, http.StatusBadRequest, typeInvalidRequest, "invalid_json", "", "the request body is not valid")
+	}
+	return false
+}
+
+var errTrailing = errors.New("trailing data after the JSON value")
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "bool":
+		return "boolean"
+	case "string":
+		return "string"
+	case "slice", "array":
+		return "list"
+	case "struct", "map", "ptr":
+		return "object"
+	case "int", "int64", "int32", "uint", "uint64", "float64":
+		return "number"
+	}
+	return "value of another type"
+}

@@ -1,0 +1,199 @@
+package adminui
+
+import (
+	"net/mail"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Input limits.
+const (
+	maxEmailLen       = 254
+	maxTokenLen       = 4096
+	maxLabelLen       = 100
+	maxNameLen        = 100
+	maxConcurrency    = 1000
+	maxModels         = 100
+	maxModelLen       = 200
+	maxRateLimit      = 1_000_000
+	maxExpiryYear     = 2200
+	minPasswordLen    = 12
+	maxPasswordLen    = 128
+	maskVisible       = 4
+	minMaskableLength = 24 // shorter tokens are shown fully hidden
+)
+
+// maskedUnknown stands for a token that cannot be decrypted.
+const maskedUnknown = "(unreadable)"
+
+// MaskToken shows at most the first 4 and the last 4 characters of a
+// secret ("ATAT…x9Q2"), and none of a secret shorter than 24 characters,
+// so at most a third of any secret is ever shown.
+func MaskToken(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	r := []rune(secret)
+	if len(r) < minMaskableLength {
+		return "••••••••"
+	}
+	return string(r[:maskVisible]) + "…" + string(r[len(r)-maskVisible:])
+}
+
+func validateCredential(in CredentialInput) (CredentialInput, error) {
+	in.Email = strings.TrimSpace(in.Email)
+	switch {
+	case in.Email == "":
+		return in, invalid("email", "email is required")
+	case len(in.Email) > maxEmailLen:
+		return in, invalid("email", "email is too long")
+	}
+	addr, err := mail.ParseAddress(in.Email)
+	if err != nil || addr.Address != in.Email || addr.Name != "" {
+		return in, invalid("email", "email is not a valid address (name@example.com)")
+	}
+
+	in.Token = strings.TrimSpace(in.Token)
+	switch {
+	case in.Token == "":
+		return in, invalid("token", "token is required")
+	case len(in.Token) > maxTokenLen:
+		return in, invalid("token", "token is too long")
+	case !utf8.ValidString(in.Token):
+		return in, invalid("token", "token is not valid text")
+	}
+	for _, c := range in.Token {
+		if unicode.IsSpace(c) {
+			return in, invalid("token", "token must not contain spaces or line breaks")
+		}
+		if !unicode.IsPrint(c) {
+			return in, invalid("token", "token must not contain control characters")
+		}
+	}
+
+	in.CloudID = strings.ToLower(strings.TrimSpace(in.CloudID))
+	if in.CloudID != "" && !isUUID(in.CloudID) {
+		return in, invalid("cloud_id", "cloud id must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+	}
+	if in.Label, err = validateLabel(in.Label); err != nil {
+		return in, err
+	}
+	if err := validateConcurrency(in.MaxConcurrency); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+func validateLabel(label string) (string, error) {
+	label = strings.TrimSpace(label)
+	if !utf8.ValidString(label) {
+		return "", invalid("label", "label is not valid text")
+	}
+	if utf8.RuneCountInString(label) > maxLabelLen {
+		return "", invalid("label", "label must be at most 100 characters")
+	}
+	if strings.IndexFunc(label, unicode.IsControl) >= 0 {
+		return "", invalid("label", "label must not contain control characters")
+	}
+	return label, nil
+}
+
+func validateConcurrency(n int) error {
+	if n < 0 || n > maxConcurrency {
+		return invalid("max_concurrency", "max_concurrency must be between 0 (pool default) and "+strconv.Itoa(maxConcurrency))
+	}
+	return nil
+}
+
+// isUUID reports whether s is a UUID in its canonical 8-4-4-4-12 hex form.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (s *Service) validateToken(in TokenInput) (TokenInput, error) {
+	in.Name = strings.TrimSpace(in.Name)
+	switch {
+	case in.Name == "":
+		return in, invalid("name", "name is required")
+	case !utf8.ValidString(in.Name):
+		return in, invalid("name", "name is not valid text")
+	case utf8.RuneCountInString(in.Name) > maxNameLen:
+		return in, invalid("name", "name must be at most 100 characters")
+	case strings.IndexFunc(in.Name, unicode.IsControl) >= 0:
+		return in, invalid("name", "name must not contain control characters")
+	}
+	if !in.ExpiresAt.IsZero() {
+		if !in.ExpiresAt.After(s.now()) {
+			return in, invalid("expires_at", "expires_at must be in the future")
+		}
+		if in.ExpiresAt.Year() >= maxExpiryYear {
+			return in, invalid("expires_at", "expires_at must be before the year 2200")
+		}
+		in.ExpiresAt = in.ExpiresAt.UTC().Truncate(time.Second)
+	}
+	if len(in.AllowedModels) > maxModels {
+		return in, invalid("allowed_models", "at most 100 allowed models")
+	}
+	models := make([]string, 0, len(in.AllowedModels))
+	seen := make(map[string]bool, len(in.AllowedModels))
+	for _, m := range in.AllowedModels {
+		m = strings.TrimSpace(m)
+		switch {
+		case m == "":
+			return in, invalid("allowed_models", "allowed model names must not be empty")
+		case len(m) > maxModelLen || !utf8.ValidString(m):
+			return in, invalid("allowed_models", "allowed model name is too long or not valid text")
+		case strings.IndexFunc(m, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+			return in, invalid("allowed_models", "allowed model names must not contain spaces")
+		}
+		if !seen[m] {
+			seen[m] = true
+			models = append(models, m)
+		}
+	}
+	in.AllowedModels = models
+	if len(in.AllowedModels) == 0 {
+		in.AllowedModels = nil
+	}
+	if in.RateLimit < 0 || in.RateLimit > maxRateLimit {
+		return in, invalid("rate_limit", "rate_limit must be between 0 (unlimited) and "+strconv.Itoa(maxRateLimit)+" requests per minute")
+	}
+	return in, nil
+}
+
+// validateNewPassword checks the password rules: 12 to 128 characters of
+// valid text, no control characters. field names the input in errors.
+func validateNewPassword(field, pw string) error {
+	if !utf8.ValidString(pw) {
+		return invalid(field, "password is not valid text")
+	}
+	n := utf8.RuneCountInString(pw)
+	switch {
+	case n < minPasswordLen:
+		return invalid(field, "password must be at least 12 characters")
+	case n > maxPasswordLen:
+		return invalid(field, "password must be at most 128 characters")
+	case strings.IndexFunc(pw, unicode.IsControl) >= 0:
+		return invalid(field, "password must not contain control characters")
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atlassian-proxy/atlassian-proxy/dispatch"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway"
+	"github.com/atlassian-proxy/atlassian-proxy/observability"
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
+	"github.com/atlassian-proxy/atlassian-proxy/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes    = 10 << 20
+	DefaultStreamKeepAlive = 15 * time.Second
+)
+
+// Config tunes the API. The zero value means the documented defaults.
+type Config struct {
+	// MaxBodyBytes is the largest request body accepted (413 above it).
+	// 0 means DefaultMaxBodyBytes (10 MiB).
+	MaxBodyBytes int64
+	// StreamKeepAlive is how long a stream may stay silent before an SSE
+	// comment is sent to keep proxies from closing it. 0 means
+	// DefaultStreamKeepAlive (15 s).
+	StreamKeepAlive time.Duration
+}
+
+// Validate reports a Config that cannot be used.
+func (c Config) Validate() error {
+	if c.MaxBodyBytes < 0 {
+		return fmt.Errorf("api: MaxBodyBytes must not be negative, got %d", c.MaxBodyBytes)
+	}
+	if c.StreamKeepAlive < 0 {
+		return fmt.Errorf("api: StreamKeepAlive must not be negative, got %s", c.StreamKeepAlive)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.StreamKeepAlive == 0 {
+		c.StreamKeepAlive = DefaultStreamKeepAlive
+	}
+	return c
+}
+
+// TokenVerifier checks a client's API token (auth.Tokens implements it).
+// It returns an error wrapping auth.ErrUnknownToken or auth.ErrExpiredToken
+// when the token cannot be used.
+type TokenVerifier interface {
+	Verify(token string) (store.APIToken, error)
+}
+
+// Upstream makes one call to the AI gateway with one credential
+// (gateway.Client implements it).
+type Upstream interface {
+	Complete(ctx context.Context, cred pool.Credential, m gateway.Model, req *gateway.ChatRequest) (*gateway.ChatCompletion, error)
+	// Stream returns once the upstream answered 200 and its first event
+	// parsed; the stream lives as long as ctx.
+	Stream(ctx context.Context, cred pool.Credential, m gateway.Model, req *gateway.ChatRequest) (*gateway.Stream, error)
+}
+
+// Dispatcher runs a call on a credential of the pool, failing over between
+// credentials (dispatch.Dispatcher implements it).
+type Dispatcher interface {
+	Do(ctx context.Context, call dispatch.Call) (*pool.Lease, error)
+}
+
+// Deps are the collaborators of the API. Tokens, Catalog, Upstream and
+// Dispatcher are required.
+type Deps struct {
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: no metrics
+	Tokens     TokenVerifier
+	Catalog    *gateway.Catalog
+	Upstream   Upstream
+	Dispatcher Dispatcher
+	// Ready reports whether the service can serve (the store answers);
+	// nil means always ready.
+	Ready func(ctx context.Context) error
+}
+
+// API is the OpenAI-compatible HTTP surface: /v1/models,
+// /v1/chat/completions, /health and /ready.
+type API struct {
+	cfg     Config
+	logger  *slog.Logger
+	tokens  TokenVerifier
+	catalog *gateway.Catalog
+	up      Upstream
+	disp    Dispatcher
+	ready   func(ctx context.Context) error
+
+	mux     *chi.Mux
+	handler http.Handler
+}
+
+// New checks cfg and deps and builds the API with its router. Metrics are
+// registered on deps.Registerer here, once.
+func New(cfg Config, deps Deps) (*API, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var missing []string
+	if deps.Tokens == nil {
+		missing = append(missing, "Tokens")
+	}
+	if deps.Catalog == nil {
+		missing = append(missing, "Catalog")
+	}
+	if deps.Upstream == nil {
+		missing = append(missing, "Upstream")
+	}
+	if deps.Dispatcher == nil {
+		missing = append(missing, "Dispatcher")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("api: missing dependencies: %s", strings.Join(missing, ", "))
+	}
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	a := &API{
+		cfg:     cfg.withDefaults(),
+		logger:  logger,
+		tokens:  deps.Tokens,
+		catalog: deps.Catalog,
+		up:      deps.Upstream,
+		disp:    deps.Dispatcher,
+		ready:   deps.Ready,
+	}
+	a.routes(deps.Registerer)
+	return a, nil
+}
+
+// Handler returns the router. It is built once by New.
+func (a *API) Handler() http.Handler { return a.handler }
+
+func (a *API) routes(reg prometheus.Registerer) {
+	r := chi.NewRouter()
+	r.Use(
+		observability.RequestID,
+		observability.AccessLog(a.logger),
+		observability.HTTPMetrics(reg), // a no-op when reg is nil
+		observability.Recover(a.logger, renderInternal),
+	)
+	r.NotFound(a.notFound)
+	r.MethodNotAllowed(a.methodNotAllowed)
+
+	r.Get("/health", a.health)
+	r.Get("/ready", a.readiness)
+	r.With(a.optionalToken).Get("/v1/models", a.listModels)
+	// A wildcard: model ids contain ':', '@' and possibly '/'.
+	r.With(a.optionalToken).Get("/v1/models/*", a.getModel)
+	r.With(a.requireToken).Post("/v1/chat/completions", a.chatCompletions)
+
+	a.mux = r
+	a.handler = r
+}
+
+func (a *API) health(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, statusBody{Status: "ok"})
+}
+
+type statusBody struct {
+	Status string `json:"status"`
+}
+
+func (a *API) readiness(w http.ResponseWriter, r *http.Request) {
+	if a.ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.ready(ctx); err != nil {
+			a.logger.LogAttrs(r.Context(), slog.LevelWarn, "not ready", slog.Any("error", err))
+			writeJSON(w, http.StatusServiceUnavailable, statusBody{Status: "unavailable"})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, statusBody{Status: "ready"})
+}
+
+func (a *API) notFound(w http.ResponseWriter, r *http.Request) {
+	RenderError(w, http.StatusNotFound, typeInvalidRequest, "unknown_url", "",
+		fmt.Sprintf("Unknown request URL: %s %s. Please check the URL for typos.", r.Method, clip(r.URL.Path, 200)))
+}
+
+// allMethods are the methods tried to build the Allow header of a 405.
+var allMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions,
+}
+
+func (a *API) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	// chi knows the allowed methods but does not hand them to a custom
+	// handler: ask the router again for each method.
+	path := r.URL.RawPath
+	if path == "" {
+		path = r.URL.Path
+	}
+	var allowed []string
+	for _, m := range allMethods {
+		if a.mux.Match(chi.NewRouteContext(), m, path) {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+	}
+	msg := fmt.Sprintf("Method %s is not allowed for %s.", clip(r.Method, 20), clip(r.URL.Path, 200))
+	if len(allowed) > 0 {
+		msg += " Allowed: " + strings.Join(allowed, ", ") + "."
+	}
+	RenderError(w, http.StatusMethodNotAllowed, typeInvalidRequest, "method_not_allowed", "", msg)
+}
+
+// writeJSON writes v as a JSON body with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	// A write error means the client went away; the status is logged.
+	_ = newEncoder(w).Encode(v)
+}
+
+// clip shortens s to at most n bytes for echoing client input in messages.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}

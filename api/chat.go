@@ -1,0 +1,206 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/atlassian-proxy/atlassian-proxy/gateway"
+	"github.com/atlassian-proxy/atlassian-proxy/observability"
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
+)
+
+// chatCompletions answers POST /v1/chat/completions (behind requireToken).
+func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	req, m, aerr := a.readChatRequest(w, r)
+	if aerr != nil {
+		observability.AddLogAttrs(ctx, slog.String("rejected", aerr.code), slog.Int("status_reason", aerr.status))
+		aerr.render(w)
+		return
+	}
+	observability.AddLogAttrs(ctx, slog.String("model", m.ID), slog.Bool("stream", req.Stream))
+	switch {
+	case req.Stream && len(req.Tools) == 0:
+		a.streamChat(w, r, m, req)
+	case req.Stream:
+		// The upstream's streamed tool calls are of unknown shape: call it
+		// without streaming and produce the OpenAI stream here.
+		a.streamCompleted(w, r, m, req)
+	default:
+		a.completeChat(w, r, m, req)
+	}
+}
+
+// readChatRequest checks the content type, reads the body under the size
+// limit, decodes and validates it, and resolves the model.
+func (a *API) readChatRequest(w http.ResponseWriter, r *http.Request) (*gateway.ChatRequest, gateway.Model, *apiError) {
+	if aerr := checkContentType(r.Header.Get("Content-Type")); aerr != nil {
+		return nil, gateway.Model{}, aerr
+	}
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer putBodyBuffer(buf)
+	if aerr := a.readBody(w, r, buf); aerr != nil {
+		return nil, gateway.Model{}, aerr
+	}
+	// decodeChatRequest copies what it keeps: buf can be reused after it.
+	req, aerr := decodeChatRequest(buf.Bytes())
+	if aerr != nil {
+		return nil, gateway.Model{}, aerr
+	}
+	m, ok := a.catalog.Lookup(req.Model)
+	if !ok {
+		return nil, gateway.Model{}, modelNotFound(req.Model)
+	}
+	if tok, ok := tokenFrom(r.Context()); ok && !a.allows(tok, m) {
+		return nil, gateway.Model{}, &apiError{
+			status: http.StatusForbidden, typ: typePermission, code: "model_not_allowed", param: "model",
+			message: fmt.Sprintf("This API key is not allowed to use the model '%s'.", clip(req.Model, 200)),
+		}
+	}
+	return req, m, nil
+}
+
+// checkContentType accepts application/json (with parameters) and any
+// application/*+json type. A request without a Content-Type is accepted
+// too, as JSON: only a body declared as something else is refused, which
+// catches curl's -d (form-encoded) with a message saying what to send.
+func checkContentType(ct string) *apiError {
+	if ct == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return nil
+	}
+	return &apiError{
+		status: http.StatusUnsupportedMediaType, typ: typeInvalidRequest, code: "unsupported_media_type",
+		message: fmt.Sprintf("Unsupported Content-Type '%s': the body must be JSON sent with 'Content-Type: application/json' "+
+			"(with curl, add -H 'Content-Type: application/json').", clip(ct, 100)),
+	}
+}
+
+// bodyBuffers recycles request body buffers; large ones are dropped.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putBodyBuffer(b *bytes.Buffer) {
+	if b.Cap() > 1<<20 {
+		return
+	}
+	b.Reset()
+	bodyBuffers.Put(b)
+}
+
+// readBody reads the whole body into buf, at most MaxBodyBytes.
+func (a *API) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) *apiError {
+	limit := a.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		return tooLarge(limit)
+	}
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + 1)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return tooLarge(limit)
+		}
+		return badRequest("", "The request body could not be read.")
+	}
+	return nil
+}
+
+func tooLarge(limit int64) *apiError {
+	return &apiError{
+		status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest, code: "request_too_large",
+		message: fmt.Sprintf("The request body is larger than the limit of %d bytes.", limit),
+	}
+}
+
+// finish returns the lease with the attempt's outcome (exactly once per
+// lease: every path below calls it once) and logs who served the request.
+func (a *API) finish(ctx context.Context, lease *pool.Lease, o pool.Outcome, u pool.Usage) {
+	lease.Done(o, u)
+	observability.AddLogAttrs(ctx,
+		slog.String("credential_id", lease.Credential().ID),
+		slog.Int("attempts", lease.Attempts()),
+		slog.String("outcome", o.String()),
+		slog.Int64("input_tokens", u.InputTokens),
+		slog.Int64("output_tokens", u.OutputTokens),
+	)
+}
+
+func poolUsage(u *gateway.Usage) pool.Usage {
+	if u == nil {
+		return pool.Usage{}
+	}
+	return pool.Usage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens}
+}
+
+// complete runs a non-streamed upstream call through the dispatcher.
+func (a *API) complete(ctx context.Context, m gateway.Model, req *gateway.ChatRequest) (*gateway.ChatCompletion, *pool.Lease, error) {
+	var resp *gateway.ChatCompletion
+	lease, err := a.disp.Do(ctx, func(ctx context.Context, cred pool.Credential) error {
+		c, err := a.up.Complete(ctx, cred, m, req)
+		if err != nil {
+			return err
+		}
+		resp = c
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp, lease, nil
+}
+
+// completeChat answers a non-streamed request with a chat.completion.
+func (a *API) completeChat(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
+	resp, lease, err := a.complete(r.Context(), m, req)
+	if err != nil {
+		a.renderUpstreamError(w, r, err)
+		return
+	}
+	// The upstream did its work: a client that leaves now does not change that.
+	a.finish(r.Context(), lease, pool.OutcomeSuccess, poolUsage(resp.Usage))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// streamCompleted answers a streamed request with tools: one
+// non-streamed upstream call, replayed as an OpenAI stream.
+func (a *API) streamCompleted(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
+	resp, lease, err := a.complete(r.Context(), m, req)
+	if err != nil {
+		a.renderUpstreamError(w, r, err)
+		return
+	}
+	a.finish(r.Context(), lease, pool.OutcomeSuccess, poolUsage(resp.Usage))
+	sw := startSSE(w)
+	chunks := gateway.Chunks(resp)
+	for i := range chunks {
+		if sw.data(&chunks[i]) != nil {
+			return // the client went away
+		}
+	}
+	if includeUsage(req) {
+		var u gateway.Usage
+		if resp.Usage != nil {
+			u = *resp.Usage
+		}
+		uc := gateway.UsageChunk(resp.ID, resp.Created, resp.Model, u)
+		if sw.data(&uc) != nil {
+			return
+		}
+	}
+	_ = sw.done()
+}
+
+func includeUsage(req *gateway.ChatRequest) bool {
+	return req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+}

@@ -1,0 +1,200 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/atlassian-proxy/atlassian-proxy/dispatch"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway"
+	"github.com/atlassian-proxy/atlassian-proxy/observability"
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
+)
+
+// Error types, as OpenAI names them in the "type" field of an error body.
+const (
+	typeInvalidRequest = "invalid_request_error"
+	typePermission     = "permission_error"
+	typeRateLimit      = "rate_limit_error"
+	typeServer         = "server_error"
+)
+
+// StatusClientClosedRequest is written (for the access log only: nobody
+// reads it) when the client went away before an answer was ready.
+const StatusClientClosedRequest = 499
+
+// errorBody is OpenAI's error shape. Param and Code are null when empty.
+type errorBody struct {
+	Error errorObject `json:"error"`
+}
+
+type errorObject struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+func newErrorBody(typ, code, param, message string) errorBody {
+	e := errorBody{Error: errorObject{Message: message, Type: typ}}
+	if param != "" {
+		e.Error.Param = &param
+	}
+	if code != "" {
+		e.Error.Code = &code
+	}
+	return e
+}
+
+// RenderError writes the one error shape every response of the OpenAI API
+// uses: {"error":{"message","type","param","code"}}, param and code null
+// when empty. The message must be safe for the client (no secret, no stack).
+func RenderError(w http.ResponseWriter, status int, typ, code, param, message string) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	// Encoding a struct of strings cannot fail.
+	_ = enc.Encode(newErrorBody(typ, code, param, message))
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// renderInternal is the 500 the recovery middleware writes after a panic.
+func renderInternal(w http.ResponseWriter, _ *http.Request) {
+	RenderError(w, http.StatusInternalServerError, typeServer, "internal_error", "",
+		"The server had an error while processing your request. Please retry, and report it if it keeps happening.")
+}
+
+// apiError is a client-facing error produced while handling a request:
+// validation, authentication, model lookup.
+type apiError struct {
+	status  int
+	typ     string
+	code    string
+	param   string
+	message string
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func (e *apiError) render(w http.ResponseWriter) {
+	RenderError(w, e.status, e.typ, e.code, e.param, e.message)
+}
+
+func badRequest(param, format string, args ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, param: param, message: fmt.Sprintf(format, args...)}
+}
+
+// retryAfterSeconds rounds d up to whole seconds, at least 1.
+func retryAfterSeconds(d time.Duration) int64 {
+	s := int64(math.Ceil(d.Seconds()))
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// renderUpstreamError turns what Dispatcher.Do returned into a response:
+// a *dispatch.Error (no credential could serve), or an upstream error
+// passed through as is (a client error, or the second 403).
+func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	ctx := r.Context()
+	var de *dispatch.Error
+	var ge *gateway.Error
+	switch {
+	case errors.As(err, &de):
+		status, typ, code := dispatchStatus(de.Kind)
+		observability.AddLogAttrs(ctx, slog.String("dispatch_error", code))
+		if status == StatusClientClosedRequest {
+			w.WriteHeader(status)
+			return
+		}
+		if de.RetryAfter > 0 && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
+			w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(de.RetryAfter), 10))
+		}
+		msg := de.Message
+		if msg == "" {
+			msg = http.StatusText(status)
+		}
+		RenderError(w, status, typ, code, "", msg)
+	case errors.As(err, &ge):
+		a.renderGatewayError(w, r, ge)
+	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		observability.AddLogAttrs(ctx, slog.String("outcome", pool.OutcomeCanceled.String()))
+		w.WriteHeader(StatusClientClosedRequest)
+	default:
+		a.logger.LogAttrs(ctx, slog.LevelError, "upstream call failed", slog.Any("error", err))
+		RenderError(w, http.StatusBadGateway, typeServer, "upstream_error", "",
+			"The upstream AI gateway could not be reached. Please retry.")
+	}
+}
+
+// renderGatewayError renders an upstream answer that dispatch handed back
+// as is: the client's own error (400, 404, 413, 422 …) with the upstream's
+// status and message, or a 403 the upstream gave twice.
+func (a *API) renderGatewayError(w http.ResponseWriter, r *http.Request, ge *gateway.Error) {
+	observability.AddLogAttrs(r.Context(), slog.String("outcome", ge.Kind.String()), slog.Int("upstream_status", ge.Status))
+	msg := ge.Message
+	switch ge.Kind {
+	case pool.OutcomeClientError:
+		status := ge.Status
+		if status < 400 || status > 499 {
+			status = http.StatusBadRequest
+		}
+		if msg == "" {
+			msg = fmt.Sprintf("The upstream AI gateway rejected the request (%d).", status)
+		}
+		RenderError(w, status, typeInvalidRequest, ge.Code, "", msg)
+	case pool.OutcomeForbidden:
+		if msg == "" {
+			msg = "The upstream AI gateway refused this request (403)."
+		}
+		code := ge.Code
+		if code == "" {
+			code = "upstream_forbidden"
+		}
+		RenderError(w, http.StatusForbidden, typePermission, code, "", msg)
+	case pool.OutcomeCanceled:
+		w.WriteHeader(StatusClientClosedRequest)
+	default:
+		// Dispatch hands back only client errors and 403s; anything else
+		// means the upstream failed.
+		if msg == "" {
+			msg = "The upstream AI gateway failed. Please retry."
+		}
+		RenderError(w, http.StatusBadGateway, typeServer, "upstream_error", "", msg)
+	}
+}
+
+// dispatchStatus maps a dispatch failure to a status, an error type and a code.
+func dispatchStatus(k dispatch.Kind) (status int, typ, code string) {
+	switch k {
+	case dispatch.NoCredentials:
+		return http.StatusServiceUnavailable, typeServer, "no_credentials"
+	case dispatch.AllRateLimited:
+		return http.StatusTooManyRequests, typeRateLimit, "rate_limit_exceeded"
+	case dispatch.AllCooling:
+		return http.StatusServiceUnavailable, typeServer, "credentials_cooling"
+	case dispatch.QueueFull:
+		return http.StatusServiceUnavailable, typeServer, "queue_full"
+	case dispatch.QueueTimeout:
+		return http.StatusServiceUnavailable, typeServer, "queue_timeout"
+	case dispatch.BudgetExhausted:
+		return http.StatusBadGateway, typeServer, "retry_budget_exhausted"
+	case dispatch.Canceled:
+		return StatusClientClosedRequest, typeInvalidRequest, "canceled"
+	default: // dispatch.UpstreamFailed and anything newer
+		return http.StatusBadGateway, typeServer, "upstream_error"
+	}
+}

@@ -1,0 +1,236 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/atlassian-proxy/atlassian-proxy/gateway"
+	"github.com/atlassian-proxy/atlassian-proxy/observability"
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
+)
+
+// newEncoder returns a JSON encoder that leaves <, > and & alone.
+func newEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
+}
+
+// sseWriter writes Server-Sent Events, flushing each one. It reuses one
+// buffer and one encoder for every event.
+type sseWriter struct {
+	w   io.Writer
+	rc  *http.ResponseController
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// startSSE sends the headers of an event stream and returns its writer.
+func startSSE(w http.ResponseWriter) *sseWriter {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Del("Content-Length")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	// A stream lasts as long as the model writes: a server-wide write
+	// timeout must not cut it (idle and header timeouts still apply).
+	_ = rc.SetWriteDeadline(time.Time{})
+	sw := &sseWriter{w: w, rc: rc}
+	sw.enc = newEncoder(&sw.buf)
+	return sw
+}
+
+// data writes one "data: <json>" event.
+func (s *sseWriter) data(v any) error {
+	s.buf.Reset()
+	s.buf.WriteString("data: ")
+	if err := s.enc.Encode(v); err != nil { // Encode ends the JSON with "\n"
+		return fmt.Errorf("encode event: %w", err)
+	}
+	s.buf.WriteByte('\n')
+	return s.send()
+}
+
+// comment writes an SSE comment (ignored by clients): the keep-alive.
+func (s *sseWriter) comment(text string) error {
+	s.buf.Reset()
+	s.buf.WriteString(": ")
+	s.buf.WriteString(text)
+	s.buf.WriteString("\n\n")
+	return s.send()
+}
+
+// done writes the terminating "data: [DONE]".
+func (s *sseWriter) done() error {
+	s.buf.Reset()
+	s.buf.WriteString("data: [DONE]\n\n")
+	return s.send()
+}
+
+func (s *sseWriter) send() error {
+	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
+		return err
+	}
+	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+// streamChat answers a streamed request without tools. The dispatcher
+// commits to a credential once its stream answered 200 and its first event
+// parsed; every failure before that fails over silently. After it, the
+// chunks are relayed as they come.
+func (a *API) streamChat(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
+	ctx := r.Context()
+	var (
+		st     *gateway.Stream
+		cancel context.CancelFunc
+	)
+	lease, err := a.disp.Do(ctx, func(dctx context.Context, cred pool.Credential) error {
+		// The stream must outlive Do, whose context may end when Do
+		// returns: tie the stream to the request, and to dctx only until
+		// the stream is committed.
+		sctx, scancel := context.WithCancel(ctx)
+		detach := context.AfterFunc(dctx, scancel)
+		s, err := a.up.Stream(sctx, cred, m, req)
+		if !detach() {
+			// dctx ended during the call: report its reason (canceled or
+			// timed out), which is what cut the call.
+			if err == nil {
+				_ = s.Close()
+			}
+			scancel()
+			return fmt.Errorf("upstream stream: %w", dctx.Err())
+		}
+		if err != nil {
+			scancel()
+			return err
+		}
+		st, cancel = s, scancel
+		return nil
+	})
+	if err != nil {
+		a.renderUpstreamError(w, r, err)
+		return
+	}
+	o, u := a.relay(ctx, w, st, cancel, includeUsage(req))
+	a.finish(ctx, lease, o, u)
+}
+
+// nextResult is one answer of gateway.Stream.Next.
+type nextResult struct {
+	chunk *gateway.ChatCompletionChunk
+	err   error
+}
+
+// relay copies the upstream stream to the client, with keep-alive
+// comments while the upstream is silent, and returns the outcome of the
+// attempt and the usage. It owns one reader goroutine, which calls
+// st.Next only when asked (so a chunk is never overwritten while it is
+// being written) and which it stops and waits for before returning. It
+// cancels the upstream (cancel) and closes st before returning.
+func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stream, cancel context.CancelFunc, withUsage bool) (pool.Outcome, pool.Usage) {
+	asks := make(chan struct{}, 1)       // "read the next event"; at most one outstanding
+	results := make(chan nextResult, 1) // one answer per ask: the send never blocks
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-asks:
+			}
+			c, err := st.Next()
+			results <- nextResult{c, err}
+		}
+	})
+	defer func() {
+		close(stop)
+		cancel() // unblocks a Next waiting on the upstream
+		wg.Wait()
+		_ = st.Close()
+	}()
+
+	sw := startSSE(w)
+	chunks := 0
+	usage := func() (pool.Usage, gateway.Usage) {
+		if u := st.Usage(); u != nil {
+			return poolUsage(u), *u
+		}
+		return pool.Usage{}, gateway.Usage{}
+	}
+	keepAlive := time.NewTimer(a.cfg.StreamKeepAlive)
+	defer keepAlive.Stop()
+	asks <- struct{}{}
+	for {
+		select {
+		case <-ctx.Done():
+			return pool.OutcomeCanceled, pool.Usage{}
+		case <-keepAlive.C:
+			if sw.comment("keep-alive") != nil {
+				return pool.OutcomeCanceled, pool.Usage{}
+			}
+			keepAlive.Reset(a.cfg.StreamKeepAlive)
+		case res := <-results:
+			switch {
+			case res.err == nil:
+				chunks++
+				if sw.data(res.chunk) != nil {
+					return pool.OutcomeCanceled, pool.Usage{}
+				}
+				keepAlive.Reset(a.cfg.StreamKeepAlive)
+				asks <- struct{}{}
+			case errors.Is(res.err, io.EOF):
+				pu, gu := usage()
+				// The upstream finished its work: that is the outcome,
+				// whether or not the client reads the end.
+				if withUsage {
+					uc := gateway.UsageChunk(st.ID(), st.Created(), st.Model(), gu)
+					if sw.data(&uc) != nil {
+						return pool.OutcomeSuccess, pu
+					}
+				}
+				_ = sw.done()
+				observability.AddLogAttrs(ctx, slog.Int("chunks", chunks))
+				return pool.OutcomeSuccess, pu
+			case ctx.Err() != nil:
+				return pool.OutcomeCanceled, pool.Usage{}
+			default:
+				pu, _ := usage()
+				return a.streamBroken(ctx, sw, res.err, chunks), pu
+			}
+		}
+	}
+}
+
+// streamBroken ends a committed stream whose upstream failed: an SSE error
+// event in OpenAI's error shape and no [DONE], so that no client takes the
+// answer for complete.
+func (a *API) streamBroken(ctx context.Context, sw *sseWriter, err error, chunks int) pool.Outcome {
+	o := pool.OutcomeStreamBroken
+	msg := "The upstream stream broke before the answer was complete. Please retry."
+	if ge, ok := errors.AsType[*gateway.Error](err); ok {
+		if ge.Kind == pool.OutcomeTimeout {
+			o = pool.OutcomeTimeout
+		}
+		if ge.Message != "" {
+			msg = "The upstream stream broke before the answer was complete (" + ge.Message + "). Please retry."
+		}
+	}
+	a.logger.LogAttrs(ctx, slog.LevelWarn, "upstream stream broke after commit",
+		slog.Int("chunks", chunks), slog.Any("error", err))
+	_ = sw.data(newErrorBody(typeServer, "stream_interrupted", "", msg))
+	return o
+}

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/atlassian-proxy/atlassian-proxy/adminui"
+)
+
+// storeFlags are the flags every store subcommand takes.
+type storeFlags struct {
+	dataDir, secretKey string
+}
+
+func (f *storeFlags) register(fs *flag.FlagSet, e env) {
+	def := e.getenv("DATA_DIR")
+	if def == "" {
+		def = "./data"
+	}
+	fs.StringVar(&f.dataDir, "data-dir", def, "directory of the embedded store (env DATA_DIR)")
+	fs.StringVar(&f.secretKey, "secret-key", "", "key of stored secrets (env SECRET_KEY; default: the key file in DATA_DIR)")
+}
+
+// withService opens the store named by the flags and runs fn with a service on it.
+func (f *storeFlags) withService(ctx context.Context, e env, fn func(*adminui.Service) error) error {
+	key := f.secretKey
+	if key == "" {
+		key = e.getenv("SECRET_KEY")
+	}
+	st, cipher, err := openStore(ctx, f.dataDir, key)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return fn(adminui.NewService(st, cipher, logger))
+}
+
+func newFlagSet(name, synopsis string, e env) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: atlassian-proxy %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseArgs parses flags that may come before or after positional arguments.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func subcommand(e env, group string, args []string, subs map[string]func([]string) error, synopsis string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintf(e.stdout, "Usage: atlassian-proxy %s %s\n", group, synopsis)
+		if len(args) == 0 {
+			return fmt.Errorf("%w: %s needs a subcommand", errUsage, group)
+		}
+		return nil
+	}
+	fn, ok := subs[args[0]]
+	if !ok {
+		return fmt.Errorf("%w: unknown subcommand %q of %s (%s)", errUsage, args[0], group, synopsis)
+	}
+	return fn(args[1:])
+}
+
+func credentialCmd(ctx context.Context, e env, args []string) error {
+	return subcommand(e, "credential", args, map[string]func([]string) error{
+		"add":    func(a []string) error { return credentialAdd(ctx, e, a) },
+		"list":   func(a []string) error { return credentialList(ctx, e, a) },
+		"remove": func(a []string) error { return credentialRemove(ctx, e, a) },
+	}, "add|list|remove")
+}
+
+func credentialAdd(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("credential add", "credential add --email EMAIL --token TOKEN|- [--cloud-id ID] [--label LABEL] [--max-concurrency N]", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	var in adminui.CredentialInput
+	fs.StringVar(&in.Email, "email", "", "Atlassian account email (required)")
+	token := fs.String("token", "", `Atlassian API token; "-" reads it from standard input (keeps it out of the shell history)`)
+	fs.StringVar(&in.CloudID, "cloud-id", "", "optional site cloud id (UUID) whose credits pay")
+	fs.StringVar(&in.Label, "label", "", "optional label")
+	fs.IntVar(&in.MaxConcurrency, "max-concurrency", 0, "in-flight requests allowed on this credential (0: the server default)")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	in.Token = *token
+	if in.Token == "-" {
+		line, err := bufio.NewReader(e.stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read the token from standard input: %w", err)
+		}
+		in.Token = strings.TrimSpace(line)
+	}
+	return sf.withService(ctx, e, func(svc *adminui.Service) error {
+		c, err := svc.AddCredential(ctx, in)
+		if err != nil {
+			return describe(err)
+		}
+		fmt.Fprintf(e.stdout, "added credential %s (%s)\n", c.ID, c.Email)
+		return nil
+	})
+}
+
+func credentialList(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("credential list", "credential list [--json]", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	return sf.withService(ctx, e, func(svc *adminui.Service) error {
+		list, err := svc.ListCredentials(ctx)
+		if err != nil {
+			return describe(err)
+		}
+		if *asJSON {
+			return writeJSON(e.stdout, list)
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tEMAIL\tTOKEN\tLABEL\tCLOUD ID\tENABLED\tMAX\tCREATED")
+		for _, c := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%d\t%s\n", c.ID, c.Email, c.TokenMasked, dash(c.Label), dash(c.CloudID),
+				c.Enabled, c.MaxConcurrency, c.CreatedAt.Format(time.DateTime))
+		}
+		return tw.Flush()
+	})
+}
+
+func credentialRemove(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("credential remove", "credential remove ID", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: credential remove takes one credential id", errUsage)
+	}
+	return sf.withService(ctx, e, func(svc *adminui.Service) error {
+		if err := svc.RemoveCredential(ctx, pos[0]); err != nil {
+			return describe(err)
+		}
+		fmt.Fprintf(e.stdout, "removed credential %s\n", pos[0])
+		return nil
+	})
+}
+
+func tokenCmd(ctx context.Context, e env, args []string) error {
+	return subcommand(e, "token", args, map[string]func([]string) error{
+		"create": func(a []string) error { return tokenCreate(ctx, e, a) },
+		"list":   func(a []string) error { return tokenList(ctx, e, a) },
+		"revoke": func(a []string) error { return tokenRevoke(ctx, e, a) },
+	}, "create|list|revoke")
+}
+
+func tokenCreate(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("token create", "token create --name NAME [--expires 720h] [--models a,b] [--rate-limit N]", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	var in adminui.TokenInput
+	fs.StringVar(&in.Name, "name", "", "a name for the token (required)")
+	expires := fs.Duration("expires", 0, "lifetime of the token, e.g. 720h (0: never expires)")
+	models := fs.String("models", "", "comma-separated models the token may use (empty: all)")
+	fs.IntVar(&in.RateLimit, "rate-limit", 0, "requests per minute (0: unlimited)")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if *expires < 0 {
+		return fmt.Errorf("%w: --expires must not be negative", errUsage)
+	}
+	if *expires > 0 {
+		in.ExpiresAt = time.Now().Add(*expires)
+	}
+	for m := range strings.SplitSeq(*models, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			in.AllowedModels = append(in.AllowedModels, m)
+		}
+	}
+	return sf.withService(ctx, e, func(svc *adminui.Service) error {
+		plain, t, err := svc.CreateToken(ctx, in)
+		if err != nil {
+			return describe(err)
+		}
+		fmt.Fprintf(e.stderr, "created token %s (%s); it is shown once, store it now:\n", t.ID, t.Name)
+		fmt.Fprintln(e.stdout, plain)
+		return nil
+	})
+}
+
+func tokenList(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("token list", "token list [--json]", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	return sf.withService(ctx, e, func(svc *adminui.Service) error {
+		list, err := svc.ListTokens(ctx)
+		if err != nil {
+			return describe(err)
+		}
+		if *asJSON {
+			return writeJSON(e.stdout, list)
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tCREATED\tLAST USED\tEXPIRES")
+		for _, t := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Prefix, t.CreatedAt.Format(time.DateTime),
+				timeOrDash(t.LastUsedAt), timeOrDash(t.ExpiresAt))
+		}
+		return tw.Flush()
+	})
+}
+
+func tokenRevoke(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("token revoke", "token revoke ID", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: token revoke takes one token id", errUsage)
+	}
+	return sf.withService(ctx, e, func(svc *adminui.Service) error {
+		if err := svc.RevokeToken(ctx, pos[0]); err != nil {
+			return describe(err)
+		}
+		fmt.Fprintf(e.stdout, "revoked token %s\n", pos[0])
+		return nil
+	})
+}
+
+func resetPasswordCmd(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("reset-password", "reset-password", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	return sf.withService(ctx, e, func(svc *adminui.Service) error {
+		pw, err := svc.ResetPassword(ctx)
+		if err != nil {
+			return describe(err)
+		}
+		fmt.Fprintln(e.stderr, "new admin password (must be changed at next login; every session was ended):")
+		fmt.Fprintln(e.stdout, pw)
+		return nil
+	})
+}
+
+// describe turns service errors into messages for a terminal.
+func describe(err error) error {
+	var ve *adminui.ValidationError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%w: %s: %s", errUsage, ve.Field, ve.Message)
+	}
+	return err
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func timeOrDash(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.DateTime)
+}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is everything the server reads from its environment and flags.
+// Flags win over environment variables, which win over defaults. This is
+// the only place where configuration is parsed.
+type config struct {
+	Port            int
+	Host            string
+	DataDir         string
+	UpstreamURL     string
+	AdminPassword   string
+	SecretKey       string
+	LogLevel        string
+	LogFormat       string
+	ModelsFile      string
+	MaxBodyBytes    int64
+	MaxAttempts     int
+	RetryDeadline   time.Duration
+	QueueTimeout    time.Duration
+	QueueMax        int
+	StreamKeepAlive time.Duration
+	MaxConcurrency  int
+	ShutdownGrace   time.Duration
+	SecureCookies   bool
+}
+
+// setting describes one configuration variable: its environment name, its
+// flag name, its default and how to parse it into the config.
+type setting struct {
+	env, flag, def, help string
+	secret               bool
+	set                  func(c *config, v string) error
+}
+
+func settings() []setting {
+	return []setting{
+		{env: "PORT", flag: "port", def: "8000", help: "TCP port of the HTTP server",
+			set: func(c *config, v string) error { return parsePort(v, &c.Port) }},
+		{env: "HOST", flag: "host", def: "", help: "interface to listen on (empty: all)",
+			set: func(c *config, v string) error { c.Host = v; return nil }},
+		{env: "DATA_DIR", flag: "data-dir", def: "./data", help: "directory of the embedded store and the generated secret key",
+			set: func(c *config, v string) error { return nonEmpty(v, &c.DataDir) }},
+		{env: "UPSTREAM_URL", flag: "upstream-url", def: "https://api.atlassian.com", help: "base URL of the Atlassian API; gateway paths are appended",
+			set: func(c *config, v string) error { return parseURL(v, &c.UpstreamURL) }},
+		{env: "ADMIN_PASSWORD", flag: "admin-password", def: "", secret: true, help: "admin password (default: generated at first start and printed once)",
+			set: func(c *config, v string) error { return parsePassword(v, &c.AdminPassword) }},
+		{env: "SECRET_KEY", flag: "secret-key", def: "", secret: true, help: "32-byte base64 key that encrypts stored tokens (default: generated into DATA_DIR)",
+			set: func(c *config, v string) error { c.SecretKey = v; return nil }},
+		{env: "LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error",
+			set: func(c *config, v string) error {
+				return oneOf(v, &c.LogLevel, "debug", "info", "warn", "error")
+			}},
+		{env: "LOG_FORMAT", flag: "log-format", def: "json", help: "json or text",
+			set: func(c *config, v string) error { return oneOf(v, &c.LogFormat, "json", "text") }},
+		{env: "MODELS_FILE", flag: "models-file", def: "", help: "JSON file replacing the built-in model catalog",
+			set: func(c *config, v string) error { c.ModelsFile = v; return nil }},
+		{env: "MAX_BODY_BYTES", flag: "max-body-bytes", def: "10485760", help: "largest accepted request body",
+			set: func(c *config, v string) error { return parsePositive64(v, &c.MaxBodyBytes) }},
+		{env: "MAX_ATTEMPTS", flag: "max-attempts", def: "5", help: "credentials tried per request at most",
+			set: func(c *config, v string) error { return parsePositive(v, &c.MaxAttempts) }},
+		{env: "RETRY_DEADLINE", flag: "retry-deadline", def: "60s", help: "time a request may spend finding a credential",
+			set: func(c *config, v string) error { return parseDuration(v, &c.RetryDeadline) }},
+		{env: "QUEUE_TIMEOUT", flag: "queue-timeout", def: "30s", help: "longest wait for a free credential slot",
+			set: func(c *config, v string) error { return parseDuration(v, &c.QueueTimeout) }},
+		{env: "QUEUE_MAX", flag: "queue-max", def: "1000", help: "requests that may wait for a free slot at once",
+			set: func(c *config, v string) error { return parsePositive(v, &c.QueueMax) }},
+		{env: "STREAM_KEEPALIVE", flag: "stream-keepalive", def: "15s", help: "interval of SSE keep-alive comments while the upstream is silent",
+			set: func(c *config, v string) error { return parseDuration(v, &c.StreamKeepAlive) }},
+		{env: "MAX_CONCURRENCY", flag: "max-concurrency", def: "4", help: "default in-flight requests per credential",
+			set: func(c *config, v string) error { return parsePositive(v, &c.MaxConcurrency) }},
+		{env: "SHUTDOWN_GRACE", flag: "shutdown-grace", def: "25s", help: "time in-flight requests get to finish on shutdown",
+			set: func(c *config, v string) error { return parseDuration(v, &c.ShutdownGrace) }},
+		{env: "SECURE_COOKIES", flag: "secure-cookies", def: "false", help: "mark admin cookies Secure (set when served over TLS)",
+			set: func(c *config, v string) error { return parseBool(v, &c.SecureCookies) }},
+	}
+}
+
+// loadConfig parses args (without the program and subcommand names) and the
+// environment. A bad value is an error naming the variable (and flag).
+func loadConfig(name string, args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	all := settings()
+	flags := make([]*string, len(all))
+	for i, s := range all {
+		def := s.def
+		if s.secret {
+			def = ""
+		}
+		flags[i] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, def))
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for i, s := range all {
+		v, from := s.def, ""
+		if e := getenv(s.env); e != "" {
+			v, from = e, s.env
+		}
+		if given[s.flag] {
+			v, from = *flags[i], "--"+s.flag
+		}
+		if err := s.set(&c, strings.TrimSpace(v)); err != nil {
+			if from == "" {
+				from = s.env
+			}
+			return c, fmt.Errorf("invalid %s: %w", from, err)
+		}
+	}
+	return c, nil
+}
+
+func parsePort(v string, dst *int) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q is not a port number (0-65535)", v)
+	}
+	*dst = n
+	return nil
+}
+
+func parsePositive(v string, dst *int) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q is not a positive integer", v)
+	}
+	*dst = n
+	return nil
+}
+
+func parsePositive64(v string, dst *int64) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q is not a positive integer", v)
+	}
+	*dst = n
+	return nil
+}
+
+func parseDuration(v string, dst *time.Duration) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("%q is not a positive duration such as 30s or 2m", v)
+	}
+	*dst = d
+	return nil
+}
+
+func parseBool(v string, dst *bool) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", v)
+	}
+	*dst = b
+	return nil
+}
+
+func parseURL(v string, dst *string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", v)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("the URL must not carry a query or fragment")
+	}
+	*dst = strings.TrimRight(v, "/")
+	return nil
+}
+
+func parsePassword(v string, dst *string) error {
+	if v != "" && (len(v) < 12 || len(v) > 128) {
+		return errors.New("the password must be 12 to 128 characters long")
+	}
+	*dst = v
+	return nil
+}
+
+func nonEmpty(v string, dst *string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	*dst = v
+	return nil
+}
+
+func oneOf(v string, dst *string, allowed ...string) error {
+	for _, a := range allowed {
+		if strings.EqualFold(v, a) {
+			*dst = a
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+}

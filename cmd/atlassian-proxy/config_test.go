@@ -1,0 +1,63 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := loadConfig("serve", nil, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{
+		Port: 8000, DataDir: "./data", UpstreamURL: "https://api.atlassian.com", LogLevel: "info", LogFormat: "json",
+		MaxBodyBytes: 10 << 20, MaxAttempts: 5, RetryDeadline: 60 * time.Second, QueueTimeout: 30 * time.Second,
+		QueueMax: 1000, StreamKeepAlive: 15 * time.Second, MaxConcurrency: 4, ShutdownGrace: 25 * time.Second,
+	}
+	if c != want {
+		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestLoadConfigPrecedence(t *testing.T) {
+	env := map[string]string{"PORT": "9001", "LOG_LEVEL": "DEBUG", "UPSTREAM_URL": "http://127.0.0.1:9/", "DATA_DIR": "/data"}
+	c, err := loadConfig("serve", []string{"--port", "9002"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 9002 {
+		t.Errorf("Port = %d, want the flag's 9002", c.Port)
+	}
+	if c.LogLevel != "debug" || c.DataDir != "/data" || c.UpstreamURL != "http://127.0.0.1:9" {
+		t.Errorf("env not applied: %+v", c)
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"port not a number", map[string]string{"PORT": "x"}, nil, "invalid PORT"},
+		{"flag wins and is named", nil, []string{"--port", "-1"}, "invalid --port"},
+		{"empty data dir flag", nil, []string{"--data-dir", ""}, "invalid --data-dir"},
+		{"upstream with query", map[string]string{"UPSTREAM_URL": "https://a.example?x=1"}, nil, "invalid UPSTREAM_URL"},
+		{"zero attempts", map[string]string{"MAX_ATTEMPTS": "0"}, nil, "invalid MAX_ATTEMPTS"},
+		{"negative duration", map[string]string{"QUEUE_TIMEOUT": "-1s"}, nil, "invalid QUEUE_TIMEOUT"},
+		{"bad bool", map[string]string{"SECURE_COOKIES": "perhaps"}, nil, "invalid SECURE_COOKIES"},
+		{"stray argument", nil, []string{"extra"}, "unexpected argument"},
+		{"unknown flag", nil, []string{"--nope"}, "not defined"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := loadConfig("serve", c.args, func(k string) string { return c.env[k] })
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("err = %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway/schematest"
+)
+
+// TestFirstStartAndRestart: a fresh DATA_DIR gets a generated admin password
+// printed once, which must be changed at first login; the key file is 0600;
+// SIGTERM exits 0; a restart keeps the password and prints nothing.
+func TestFirstStartAndRestart(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "nested", "data") // like a container's /data volume
+	p := startProxy(t, map[string]string{"DATA_DIR": dataDir})
+	pw := p.generatedPassword(t)
+	if strings.Contains(p.Stderr.String(), pw) {
+		t.Error("the generated password reached the log")
+	}
+	_, body := login(t, p.URL, pw)
+	if body["must_change_password"] != true {
+		t.Errorf("must_change_password = %v, want true", body["must_change_password"])
+	}
+	if code := p.stop(t); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0", code)
+	}
+
+	for name, want := range map[string]fs.FileMode{dbFileName: 0, keyFileName: 0o600} {
+		st, err := os.Stat(filepath.Join(dataDir, name))
+		if err != nil {
+			t.Fatalf("%s not in DATA_DIR: %v", name, err)
+		}
+		if want != 0 && st.Mode().Perm() != want {
+			t.Errorf("%s mode = %v, want %v", name, st.Mode().Perm(), want)
+		}
+	}
+
+	p2 := startProxy(t, map[string]string{"DATA_DIR": dataDir})
+	if strings.Contains(p2.Stdout.String(), "Generated admin password") {
+		t.Error("a restart printed a new password")
+	}
+	login(t, p2.URL, pw) // still valid
+}
+
+// TestAdminPasswordFromEnv: ADMIN_PASSWORD is used as is, nothing is printed
+// and it need not be changed.
+func TestAdminPasswordFromEnv(t *testing.T) {
+	const pw = "correct horse battery staple"
+	p := startProxy(t, map[string]string{"ADMIN_PASSWORD": pw})
+	if strings.Contains(p.Stdout.String(), "Generated admin password") {
+		t.Error("a password was generated although ADMIN_PASSWORD is set")
+	}
+	_, body := login(t, p.URL, pw)
+	if body["must_change_password"] != false {
+		t.Errorf("must_change_password = %v, want false", body["must_change_password"])
+	}
+	if strings.Contains(p.Stderr.String()+p.Stdout.String(), pw) {
+		t.Error("ADMIN_PASSWORD reached the output")
+	}
+}
+
+// TestCLIWhileServing: credentials and tokens added with the CLI while the
+// server runs serve requests within 2 s; a revoked token is refused within 2 s.
+// The requests go through the official OpenAI client, and the raw bodies
+// are checked against OpenAI's published schemas.
+func TestCLIWhileServing(t *testing.T) {
+	const atlToken = "ATATT-canary-credential-token-1234567890"
+	gw := fake.Start(t, fake.Options{Credentials: []fake.Credential{{Email: "dev@example.com", Token: atlToken}}})
+	p := startProxy(t, map[string]string{"UPSTREAM_URL": gw.URL})
+	env := map[string]string{"DATA_DIR": p.DataDir}
+
+	out, errOut, code := cli(t, env, atlToken+"\n", "credential", "add", "--email", "dev@example.com", "--token", "-", "--label", "dev")
+	if code != 0 {
+		t.Fatalf("credential add: exit %d, stderr %s", code, errOut)
+	}
+	if !strings.Contains(out, "added credential cred_") {
+		t.Errorf("credential add printed %q", out)
+	}
+	out, _, code = cli(t, env, "", "credential", "list")
+	if code != 0 || !strings.Contains(out, "dev@example.com") || strings.Contains(out, atlToken) {
+		t.Errorf("credential list: exit %d, output %q (must list the email, never the token)", code, out)
+	}
+	token, errOut, code := cli(t, env, "", "token", "create", "--name", "e2e")
+	token = strings.TrimSpace(token)
+	if code != 0 || !strings.HasPrefix(token, "sk-ap-") {
+		t.Fatalf("token create: exit %d, token %q, stderr %s", code, token, errOut)
+	}
+
+	client := openai.NewClient(option.WithBaseURL(p.URL+"/v1/"), option.WithAPIKey(token), option.WithMaxRetries(0))
+	params := openai.ChatCompletionNewParams{
+		Model:    "anthropic:claude-sonnet-4@20250514",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.SystemMessage("Be brief."), openai.UserMessage("Hello")},
+	}
+	ctx := context.Background()
+	took := eventually(t, 2*time.Second, "a CLI-added credential and token serve a request", func() bool {
+		_, err := client.Chat.Completions.New(ctx, params)
+		return err == nil
+	})
+	t.Logf("CLI changes served after %s", took)
+
+	completion, err := client.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schematest.Validate(t, schematest.ChatCompletion, []byte(completion.RawJSON()))
+	if got := completion.Choices[0].Message.Content; got != fake.DefaultText {
+		t.Errorf("content = %q, want %q", got, fake.DefaultText)
+	}
+	if completion.Usage.TotalTokens == 0 {
+		t.Error("usage is missing")
+	}
+	last, ok := gw.LastRequest()
+	if !ok || last.Model != "claude-sonnet-4@20250514" {
+		t.Errorf("upstream model = %q, want claude-sonnet-4@20250514", last.Model)
+	}
+	if ua := last.Header.Get("User-Agent"); !strings.HasPrefix(ua, "atlassian-proxy/") {
+		t.Errorf("User-Agent = %q, want atlassian-proxy/…", ua)
+	}
+
+	params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	stream := client.Chat.Completions.NewStreaming(ctx, params)
+	var text strings.Builder
+	var sawUsage bool
+	for stream.Next() {
+		chunk := stream.Current()
+		schematest.Validate(t, schematest.ChatCompletionChunk, []byte(chunk.RawJSON()))
+		for _, c := range chunk.Choices {
+			text.WriteString(c.Delta.Content)
+		}
+		sawUsage = sawUsage || chunk.Usage.TotalTokens > 0
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if text.String() != fake.DefaultText || !sawUsage {
+		t.Errorf("stream text = %q, usage seen = %v", text.String(), sawUsage)
+	}
+
+	var listed []struct{ ID, Name string }
+	out, _, _ = cli(t, env, "", "token", "list", "--json")
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed) != 1 {
+		t.Fatalf("token list --json = %q (%v)", out, err)
+	}
+	if strings.Contains(out, token) {
+		t.Error("token list shows the token")
+	}
+	if _, errOut, code := cli(t, env, "", "token", "revoke", listed[0].ID); code != 0 {
+		t.Fatalf("token revoke: exit %d: %s", code, errOut)
+	}
+	took = eventually(t, 2*time.Second, "a revoked token is refused", func() bool {
+		_, err := client.Chat.Completions.New(ctx, params)
+		var apiErr *openai.Error
+		return errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized
+	})
+	t.Logf("revocation effective after %s", took)
+
+	logs := p.Stdout.String() + p.Stderr.String()
+	for _, secret := range []string{atlToken, token} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("a secret reached the server output")
+		}
+	}
+}
+
+// TestBadConfiguration: a bad value stops start-up with exit code 2 and a
+// message naming the variable, never echoing a secret.
+func TestBadConfiguration(t *testing.T) {
+	cases := []struct{ name, env, value, want string }{
+		{"port", "PORT", "eighty", "PORT"},
+		{"port range", "PORT", "70000", "PORT"},
+		{"log level", "LOG_LEVEL", "loud", "LOG_LEVEL"},
+		{"log format", "LOG_FORMAT", "xml", "LOG_FORMAT"},
+		{"upstream", "UPSTREAM_URL", "ftp://example.com", "UPSTREAM_URL"},
+		{"secret key", "SECRET_KEY", "c2hvcnQtc2VjcmV0LWtleQ==", "SECRET_KEY"},
+		{"admin password", "ADMIN_PASSWORD", "short-pw", "ADMIN_PASSWORD"},
+		{"body limit", "MAX_BODY_BYTES", "-5", "MAX_BODY_BYTES"},
+		{"deadline", "RETRY_DEADLINE", "soon", "RETRY_DEADLINE"},
+		{"models file", "MODELS_FILE", "/nonexistent/models.json", "MODELS_FILE"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env := map[string]string{"DATA_DIR": t.TempDir(), c.env: c.value, "PORT": "0"}
+			if c.env == "PORT" {
+				env["PORT"] = c.value
+			}
+			_, errOut, code := cli(t, env, "", "serve")
+			if code != 2 {
+				t.Errorf("exit code = %d, want 2; stderr %s", code, errOut)
+			}
+			if !strings.Contains(errOut, c.want) {
+				t.Errorf("stderr %q does not name %s", errOut, c.want)
+			}
+			if (c.env == "SECRET_KEY" || c.env == "ADMIN_PASSWORD") && strings.Contains(errOut, c.value) {
+				t.Errorf("stderr echoes the secret: %q", errOut)
+			}
+		})
+	}
+}
+
+// TestCLIUsage: help exits 0, mistakes exit 2 with a message.
+func TestCLIUsage(t *testing.T) {
+	env := map[string]string{"DATA_DIR": t.TempDir()}
+	cases := []struct {
+		args     []string
+		code     int
+		inOutput string
+	}{
+		{[]string{"version"}, 0, "atlassian-proxy"},
+		{[]string{"help"}, 0, "Usage"},
+		{[]string{"credential", "--help"}, 0, "add|list|remove"},
+		{[]string{"credential", "add", "--help"}, 0, "--email"},
+		{[]string{"token", "create", "--help"}, 0, "--name"},
+		{[]string{"reset-password", "--help"}, 0, "reset-password"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"credential", "fly"}, 2, "unknown subcommand"},
+		{[]string{"credential", "add", "--email", "not-an-email", "--token", "x"}, 2, "email"},
+		{[]string{"credential", "remove"}, 2, "one credential id"},
+		{[]string{"credential", "remove", "cred_nope"}, 1, "not found"},
+		{[]string{"token", "create"}, 2, "name"},
+		{[]string{"token", "revoke", "tok_nope"}, 1, "not found"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			out, errOut, code := cli(t, env, "", c.args...)
+			if code != c.code {
+				t.Errorf("exit code = %d, want %d; stdout %q stderr %q", code, c.code, out, errOut)
+			}
+			if !strings.Contains(strings.ToLower(out+errOut), strings.ToLower(c.inOutput)) {
+				t.Errorf("output %q / %q lacks %q", out, errOut, c.inOutput)
+			}
+		})
+	}
+}
+
+// TestResetPasswordCLI: the printed password logs in and must be changed.
+func TestResetPasswordCLI(t *testing.T) {
+	p := startProxy(t, nil)
+	first := p.generatedPassword(t)
+	out, errOut, code := cli(t, map[string]string{"DATA_DIR": p.DataDir}, "", "reset-password")
+	if code != 0 {
+		t.Fatalf("reset-password: exit %d: %s", code, errOut)
+	}
+	pw := strings.TrimSpace(out)
+	if pw == "" || pw == first {
+		t.Fatalf("reset-password printed %q", pw)
+	}
+	_, body := login(t, p.URL, pw)
+	if body["must_change_password"] != true {
+		t.Errorf("must_change_password = %v, want true", body["must_change_password"])
+	}
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the atlassian-proxy executable the end-to-end tests run: built
+// once by TestMain from this package, with -race when the tests use it.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "atlassian-proxy-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "atlassian-proxy")
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the binary under test:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer is a bytes.Buffer safe to write from a process pipe and read from the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proxy is a running atlassian-proxy process.
+type proxy struct {
+	cmd     *exec.Cmd
+	URL     string
+	DataDir string
+	Stdout  *syncBuffer
+	Stderr  *syncBuffer
+	done    chan struct{}
+	waitErr error
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startProxy runs the binary with env (PORT, HOST and, unless given,
+// DATA_DIR are set here) and waits until /health answers.
+func startProxy(t *testing.T, env map[string]string, args ...string) *proxy {
+	t.Helper()
+	port := freePort(t)
+	p := &proxy{URL: "http://127.0.0.1:" + strconv.Itoa(port), Stdout: &syncBuffer{}, Stderr: &syncBuffer{}, done: make(chan struct{})}
+	full := map[string]string{"PORT": strconv.Itoa(port), "HOST": "127.0.0.1", "LOG_FORMAT": "json"}
+	if _, ok := env["DATA_DIR"]; !ok {
+		full["DATA_DIR"] = t.TempDir()
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	p.DataDir = full["DATA_DIR"]
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Env = environ(full)
+	p.cmd.Stdout, p.cmd.Stderr = p.Stdout, p.Stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.waitErr = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("proxy stdout:\n%s\nproxy stderr:\n%s", p.Stdout, p.Stderr)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			t.Fatalf("proxy exited early: %v\nstderr:\n%s", p.waitErr, p.Stderr)
+		default:
+		}
+		resp, err := http.Get(p.URL + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("proxy did not become healthy\nstderr:\n%s", p.Stderr)
+	return nil
+}
+
+// stop sends SIGTERM and returns the exit code.
+func (p *proxy) stop(t *testing.T) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("proxy did not stop within 30 s of SIGTERM")
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+var passwordLine = regexp.MustCompile(`(?m)^\s+(\S{12,})\s*$`)
+
+// generatedPassword reads the password the first start printed.
+func (p *proxy) generatedPassword(t *testing.T) string {
+	t.Helper()
+	out := p.Stdout.String()
+	i := strings.Index(out, "Generated admin password")
+	if i < 0 {
+		t.Fatalf("no generated password printed; stdout:\n%s", out)
+	}
+	m := passwordLine.FindStringSubmatch(out[i:])
+	if m == nil {
+		t.Fatalf("cannot find the password line; stdout:\n%s", out)
+	}
+	return m[1]
+}
+
+func environ(vars map[string]string) []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// cli runs a subcommand of the binary and returns stdout, stderr and the exit code.
+func cli(t *testing.T, env map[string]string, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = environ(env)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+}
+
+// admin is a logged-in admin API client.
+type admin struct {
+	t    *testing.T
+	base string
+	hc   *http.Client
+	csrf string
+}
+
+func login(t *testing.T, base, password string) (*admin, map[string]any) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	a := &admin{t: t, base: base, hc: &http.Client{Jar: jar}}
+	status, body := a.do("POST", "/admin/api/login", map[string]string{"password": password})
+	if status != http.StatusOK {
+		t.Fatalf("login: status %d, body %s", status, body)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatal(err)
+	}
+	a.csrf, _ = out["csrf_token"].(string)
+	return a, out
+}
+
+func (a *admin) do(method, path string, body any) (int, []byte) {
+	a.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, a.base+path, r)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if a.csrf != "" {
+		req.Header.Set("X-CSRF-Token", a.csrf)
+	}
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+// eventually retries cond every 50 ms until it holds or within passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		if cond() {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,100 @@
+// Command atlassian-proxy serves an OpenAI-compatible API in front of the
+// Atlassian AI Gateway, spreading requests over a pool of Atlassian
+// credentials. With no subcommand it runs the server; the other
+// subcommands manage the store directly (they work while a server runs).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+const usage = `atlassian-proxy: an OpenAI-compatible API in front of the Atlassian AI Gateway
+
+Usage:
+  atlassian-proxy [serve] [flags]              run the server (the default)
+  atlassian-proxy credential add|list|remove   manage Atlassian credentials
+  atlassian-proxy token create|list|revoke     manage client API tokens
+  atlassian-proxy reset-password               set and print a new random admin password
+  atlassian-proxy export|import                (see the README)
+  atlassian-proxy version                      print the version
+
+Run "atlassian-proxy <command> --help" for the flags of a command.
+Every flag has an environment variable; see the README.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// env is the process environment as seen by run (tests pass their own).
+type env struct {
+	getenv func(string) string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	cmd, rest := "serve", args
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, rest = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(ctx, e, rest)
+	case "credential", "credentials":
+		err = credentialCmd(ctx, e, rest)
+	case "token", "tokens":
+		err = tokenCmd(ctx, e, rest)
+	case "reset-password":
+		err = resetPasswordCmd(ctx, e, rest)
+	case "version":
+		fmt.Fprintln(stdout, "atlassian-proxy", buildVersion())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "error:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+}
+
+// errUsage marks errors in how a command was called (exit status 2).
+var errUsage = errors.New("usage")

@@ -1,0 +1,60 @@
+package dispatch
+
+import (
+	"sync"
+	"time"
+)
+
+// budget is the retry budget: over a sliding window (one-second buckets),
+// retries may not exceed ratio × requests + perSecond × window seconds.
+// Beyond it requests fail fast instead of piling retries on a failing upstream.
+type budget struct {
+	mu        sync.Mutex
+	ratio     float64
+	perSecond float64
+	buckets   []bucket // ring, by unix second
+}
+
+type bucket struct {
+	sec               int64
+	requests, retries int64
+}
+
+func newBudget(ratio, perSecond float64, window time.Duration) *budget {
+	return &budget{ratio: ratio, perSecond: perSecond, buckets: make([]bucket, max(1, int(window/time.Second)))}
+}
+
+// at returns the bucket of now's second, emptied if it held an older second; mu is held.
+func (b *budget) at(now time.Time) *bucket {
+	sec := now.Unix()
+	bk := &b.buckets[int(sec%int64(len(b.buckets)))]
+	if bk.sec != sec {
+		*bk = bucket{sec: sec}
+	}
+	return bk
+}
+
+func (b *budget) request(now time.Time) {
+	b.mu.Lock()
+	b.at(now).requests++
+	b.mu.Unlock()
+}
+
+// retry reports whether one more retry fits, and counts it if so.
+func (b *budget) retry(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	sec, n := now.Unix(), int64(len(b.buckets))
+	var requests, retries int64
+	for _, bk := range b.buckets {
+		if bk.sec > sec-n && bk.sec <= sec {
+			requests += bk.requests
+			retries += bk.retries
+		}
+	}
+	if float64(retries+1) > b.ratio*float64(requests)+b.perSecond*float64(n) {
+		return false
+	}
+	b.at(now).retries++
+	return true
+}

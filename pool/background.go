@@ -1,0 +1,179 @@
+package pool
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/atlassian-proxy/atlassian-proxy/store"
+)
+
+// The pool's two background loops do the I/O that actors must not do:
+// writing cooldowns to the StateStore and running credits checks. Actors
+// hand work over without blocking (a mutex-guarded set and a buffered(1)
+// signal), so a slow store or upstream never stalls an actor. Both sets are
+// bounded by the number of credentials: persistence keeps the latest write
+// per credential, and an actor has at most one check outstanding.
+
+const (
+	persistTimeout = 5 * time.Second // one store write
+	flushTimeout   = 2 * time.Second // the last writes at shutdown
+)
+
+type persistJob struct {
+	id  string
+	set *store.CredentialState // nil: clear
+}
+
+type checkJob struct {
+	a   *actor
+	gen uint64
+}
+
+type background struct {
+	mu         sync.Mutex
+	persists   map[string]persistJob
+	checks     []checkJob
+	persistSig chan struct{} // buffered(1)
+	checkSig   chan struct{} // buffered(1)
+}
+
+func (b *background) init() {
+	b.persists = map[string]persistJob{}
+	b.persistSig = make(chan struct{}, 1)
+	b.checkSig = make(chan struct{}, 1)
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (b *background) persist(j persistJob) {
+	b.mu.Lock()
+	b.persists[j.id] = j
+	b.mu.Unlock()
+	signal(b.persistSig)
+}
+
+func (b *background) dropPersist(id string) {
+	b.mu.Lock()
+	delete(b.persists, id)
+	b.mu.Unlock()
+}
+
+func (b *background) takePersists() map[string]persistJob {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.persists) == 0 {
+		return nil
+	}
+	jobs := b.persists
+	b.persists = map[string]persistJob{}
+	return jobs
+}
+
+func (b *background) check(j checkJob) {
+	b.mu.Lock()
+	b.checks = append(b.checks, j)
+	b.mu.Unlock()
+	signal(b.checkSig)
+}
+
+func (b *background) takeCheck() (checkJob, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.checks) == 0 {
+		return checkJob{}, false
+	}
+	j := b.checks[0]
+	b.checks[0] = checkJob{}
+	b.checks = b.checks[1:]
+	return j, true
+}
+
+// persistLoop writes states until ctx is done, then flushes what is left.
+func (p *Pool) persistLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+			p.writeStates(fctx)
+			cancel()
+			return
+		case <-p.bg.persistSig:
+			p.writeStates(ctx)
+		}
+	}
+}
+
+func (p *Pool) writeStates(ctx context.Context) {
+	for id, j := range p.bg.takePersists() {
+		if ctx.Err() != nil {
+			return
+		}
+		wctx, cancel := context.WithTimeout(ctx, persistTimeout)
+		var err error
+		if j.set != nil {
+			err = p.deps.States.SetCredentialState(wctx, *j.set)
+		} else {
+			err = p.deps.States.ClearCredentialState(wctx, id)
+		}
+		cancel()
+		if err != nil {
+			p.log.Warn("pool: persisting a credential state failed", "credential", id, "err", err)
+		}
+	}
+}
+
+// checkLoop runs credits checks, at most Config.CheckConcurrency at once,
+// until ctx is done and the running ones have returned.
+func (p *Pool) checkLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	finished := make(chan struct{}, p.cfg.CheckConcurrency)
+	running := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.bg.checkSig:
+		case <-finished:
+			running--
+		}
+		for running < p.cfg.CheckConcurrency {
+			j, ok := p.bg.takeCheck()
+			if !ok {
+				break
+			}
+			running++
+			wg.Go(func() {
+				p.runCheck(ctx, j)
+				finished <- struct{}{}
+			})
+		}
+	}
+}
+
+func (p *Pool) runCheck(ctx context.Context, j checkJob) {
+	cred := *j.a.e.cred.Load()
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.CheckTimeout)
+	o, err := p.deps.Checker.Check(cctx, cred)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	p.m.check(o)
+	p.log.Info("pool: credits check", "credential", cred.ID, "outcome", o.String(), "err", safeErrorText(err, cred))
+	ev := event{kind: evCheck, outcome: o, gen: j.gen, retryAfter: RetryAfterOf(err)}
+	if o != OutcomeSuccess {
+		ev.err = safeErrorText(err, cred)
+	}
+	select {
+	case j.a.mailbox <- message{kind: msgControl, ctl: &control{ev: ev}}:
+	case <-j.a.done:
+	case <-ctx.Done():
+	}
+}
