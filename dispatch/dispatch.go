@@ -127,12 +127,12 @@ func New(cfg Config, p *pool.Pool, deps Deps) (*Dispatcher, error) {
 	if d.now == nil {
 		d.now = time.Now
 	}
-	m, err := newMetrics(deps.Registerer)
+	m, err := newMetrics(deps.Registerer, d.q)
 	if err != nil {
 		return nil, err
 	}
 	d.m = m
-	p.OnCapacity(d.q.wake)
+	p.OnCapacity(d.q.notify)
 	return d, nil
 }
 
@@ -145,9 +145,10 @@ type request struct {
 	backoffs int
 	last     error
 	lastOut  pool.Outcome
-	first403 string // the credential that answered 403 first
-	queued   bool   // waited before: queue again at the front
-	woken    bool   // the last wait ended with a wake-up
+	first403 string    // the credential that answered 403 first
+	w        *waiter   // our place in the queue, if any
+	queuedAt time.Time // first time queued
+	woken    bool      // popped for a freed slot since the last Acquire
 }
 
 // Do finds a credential for one request and runs call with it, failing over
@@ -163,6 +164,12 @@ func (d *Dispatcher) Do(ctx context.Context, call Call) (*pool.Lease, error) {
 	}
 	d.budget.request(start)
 	lease, err := d.do(ctx, call, r)
+	if r.w != nil {
+		d.q.leave(r.w)
+	}
+	if !r.queuedAt.IsZero() {
+		d.m.waitTime.Observe(d.now().Sub(r.queuedAt).Seconds())
+	}
 	d.m.result(resultOf(err))
 	if err == nil && r.attempts > 1 {
 		d.m.failovers.Inc()
@@ -178,15 +185,14 @@ func (d *Dispatcher) do(ctx context.Context, call Call, r *request) (*pool.Lease
 		epoch := d.pool.Epoch()
 		lease, err := d.pool.Acquire(r.tried, r.attempts+1)
 		if errors.Is(err, pool.ErrBusy) {
-			if r.woken && len(r.tried) > 0 {
-				// The slot that woke us may be on a credential we tried:
-				// let the next waiter have a go at it.
-				d.q.wake(1)
-			}
 			if err := d.wait(ctx, r, epoch); err != nil {
 				return nil, err
 			}
 			continue
+		}
+		if r.w != nil {
+			d.q.leave(r.w) // found a lease (or the end) while queued
+			r.w = nil
 		}
 		if err != nil {
 			return nil, d.unavailable(err, r.attempts, r.last)
@@ -254,6 +260,9 @@ func (d *Dispatcher) next(ctx context.Context, r *request) error {
 	if now.Add(wait).After(r.deadline) {
 		return d.exhausted(r) // never sleep past the deadline
 	}
+	if d.pool.Untried(r.tried) == 0 {
+		return d.exhausted(r) // nothing left to wait for
+	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
@@ -275,7 +284,8 @@ func (d *Dispatcher) exhausted(r *request) *Error {
 	return d.failed(r.attempts, r.last)
 }
 
-// wait queues the request until a slot may be free. nil means try again.
+// wait keeps the request in the queue until a slot may be free; nil means
+// try Acquire again.
 func (d *Dispatcher) wait(ctx context.Context, r *request, epoch uint64) error {
 	now := d.now()
 	if r.queueEnd.IsZero() {
@@ -288,30 +298,39 @@ func (d *Dispatcher) wait(ctx context.Context, r *request, epoch uint64) error {
 	if !now.Before(end) {
 		return d.queueTimeout(r)
 	}
-	w := newWaiter()
-	if !d.q.push(w, r.queued) {
-		return &Error{Kind: QueueFull, RetryAfter: d.cfg.BusyRetryAfter, Last: r.last, Message: fmt.Sprintf(
-			"every credential is busy and %d requests are already waiting; retry later", d.cfg.QueueMax)}
+	if r.w != nil && d.q.claim(r.w) {
+		r.w, r.woken = nil, true // popped since our last try, and it did not help
 	}
-	r.queued, r.woken = true, false
+	if r.woken && len(r.tried) > 0 {
+		// The slot that woke us may be on a credential we already tried:
+		// let the next waiter have a go at it.
+		d.q.wake(1)
+	}
+	r.woken = false
+	if r.w == nil {
+		r.w = d.q.push(!r.queuedAt.IsZero())
+		if r.w == nil {
+			return &Error{Kind: QueueFull, RetryAfter: d.cfg.BusyRetryAfter, Last: r.last, Message: fmt.Sprintf(
+				"every credential is busy and %d requests are already waiting; retry later", d.cfg.QueueMax)}
+		}
+		if r.queuedAt.IsZero() {
+			r.queuedAt = now
+		}
+	}
 	if d.pool.Epoch() != epoch {
-		d.q.leave(w) // capacity freed since our Acquire: try again now
-		return nil
+		return nil // capacity freed since our Acquire: try again now, keeping our place
 	}
-	d.m.waiting.Inc()
-	defer d.m.waiting.Dec()
-	defer d.m.observeWait(now, d.now)
 	t := time.NewTimer(end.Sub(now))
 	defer t.Stop()
 	select {
-	case <-w.ch:
-		r.woken = true
+	case <-r.w.ch:
+		if d.q.claim(r.w) {
+			r.w, r.woken = nil, true
+		}
 		return nil
 	case <-t.C:
-		d.q.leave(w)
 		return d.queueTimeout(r)
 	case <-ctx.Done():
-		d.q.leave(w)
 		return canceled(ctx.Err())
 	}
 }

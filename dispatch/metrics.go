@@ -3,7 +3,6 @@ package dispatch
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,11 +17,11 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	retries   *prometheus.CounterVec
 	failovers prometheus.Counter
-	waiting   prometheus.Gauge
+	waiting   prometheus.GaugeFunc
 	waitTime  prometheus.Histogram
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, q *queue) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "dispatch", Name: "requests_total",
@@ -36,10 +35,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: namespace, Subsystem: "dispatch", Name: "failovers_total",
 			Help: "Requests that committed to a credential after at least one failed attempt.",
 		}),
-		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+		waiting: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "dispatch", Name: "queue_waiting",
 			Help: "Requests waiting for a free credential slot.",
-		}),
+		}, func() float64 { return float64(q.len()) }),
 		waitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Subsystem: "dispatch", Name: "queue_wait_seconds",
 			Help:    "Time requests spent waiting for a free credential slot.",
@@ -66,10 +65,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func (m *metrics) result(r string) { m.requests.WithLabelValues(r).Inc() }
 
 func (m *metrics) retry(after pool.Outcome) { m.retries.WithLabelValues(after.String()).Inc() }
-
-func (m *metrics) observeWait(start time.Time, now func() time.Time) {
-	m.waitTime.Observe(now().Sub(start).Seconds())
-}
 
 // resultOf is the requests_total label of one Do.
 func resultOf(err error) string {

@@ -15,7 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
-	"github.com/atlassian-proxy/atlassian-proxy/gateway/internal/schematest"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway/schematest"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 )
 

@@ -258,6 +258,9 @@ func translateCompletion(r *unifiedResponse, model string, now time.Time) *ChatC
 			calls = m.ToolCalls
 		}
 		for _, tc := range calls {
+			if tc.Function.Name == "" {
+				continue // no client can dispatch a call without a name
+			}
 			ch.Message.ToolCalls = append(ch.Message.ToolCalls, toolCall(tc, nil))
 		}
 		switch {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atlassian-proxy/atlassian-proxy/gateway/internal/schematest"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway/schematest"
 	publicschema "github.com/atlassian-proxy/atlassian-proxy/gateway/schematest"
 )
 
@@ -110,6 +110,13 @@ func TestToolCallArguments(t *testing.T) {
 				t.Errorf("finish_reason = %q, want tool_calls", c.Choices[0].FinishReason)
 			}
 		})
+	}
+}
+
+func TestToolCallWithoutNameDropped(t *testing.T) {
+	c := completion(t, `{"response_payload":{"choices":[{"message":{"tool_calls":[{"id":"a","function":{"arguments":{}}},{"id":"b","function":{"name":"f"}}]},"finish_reason":"tool_use"}]}}`)
+	if tc := c.Choices[0].Message.ToolCalls; len(tc) != 1 || tc[0].ID != "b" {
+		t.Errorf("tool calls = %+v, want only b", tc)
 	}
 }
 

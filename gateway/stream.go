@@ -309,11 +309,16 @@ func (s *Stream) collect() (*ChatCompletion, error) {
 			finish = *ch.FinishReason
 		}
 	}
-	msg := ResponseMessage{Role: "assistant", ToolCalls: calls}
-	for i := range msg.ToolCalls {
-		if msg.ToolCalls[i].Function.Arguments == "" {
-			msg.ToolCalls[i].Function.Arguments = "{}"
+	msg := ResponseMessage{Role: "assistant"}
+	for _, tc := range calls {
+		if tc.Function.Name == "" {
+			continue // as in translateCompletion: unusable without a name
 		}
+		if tc.Function.Arguments == "" {
+			tc.Function.Arguments = "{}"
+		}
+		tc.Index = nil
+		msg.ToolCalls = append(msg.ToolCalls, tc)
 	}
 	if hasText {
 		t := text.String()

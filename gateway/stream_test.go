@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
-	"github.com/atlassian-proxy/atlassian-proxy/gateway/internal/schematest"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway/schematest"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 )
 

@@ -67,6 +67,7 @@ type outcomeMsg struct {
 	retryAfter time.Duration
 	usage      Usage
 	err        string
+	ack        chan struct{} // buffered(1): signalled once the outcome is applied
 }
 
 // actor owns one credential's state. Its goroutine is the only writer of st
@@ -75,11 +76,13 @@ type outcomeMsg struct {
 //     blocking (full = busy, the picker tries another credential); control
 //     messages (Sync, Reset, check results) block until received or the
 //     actor stops. Replies and acks are buffered(1).
-//   - outcomes (bounded by the limit): never dropped. Lease.Finish blocks
-//     until the actor takes it; the actor never blocks on anything but its
-//     own select (no I/O, background work is handed off without blocking),
-//     so it always drains. Once the actor has stopped (pool stopped, or the
-//     credential removed and drained) the send is abandoned: harmless.
+//   - outcomes (buffered, at least the limit): never dropped, and taken
+//     before admissions. Lease.Finish blocks until the actor has applied the
+//     outcome (an ack); the actor never blocks on anything but its own
+//     select (no I/O, background work is handed off without blocking), so
+//     this is one short round trip, and the pool's state is exact once Done
+//     returns. Once the actor has stopped (pool stopped, or the credential
+//     removed and drained) the send is abandoned: there is nothing to release.
 type actor struct {
 	p        *Pool
 	e        *entry
@@ -230,6 +233,9 @@ func (a *actor) finish(o outcomeMsg) {
 	e.tokensOut.Add(o.usage.OutputTokens)
 	a.counter.inc(o.outcome)
 	a.apply(event{kind: evOutcome, outcome: o.outcome, retryAfter: o.retryAfter, err: o.err})
+	if o.ack != nil {
+		o.ack <- struct{}{}
+	}
 }
 
 // apply runs the transition function and carries out its effects.
@@ -240,13 +246,23 @@ func (a *actor) apply(ev event) effects {
 		ev.jitter = rand.Float64()*2 - 1
 	}
 	var fx effects
+	before := a.st.level()
 	a.st, fx = transition(p.rules, a.st, ev, now)
+	lost := before != levelNone && a.st.level() == levelNone
 	a.e.inFlight.Store(int32(a.st.inFlight))
 	if !a.removed {
 		p.setLevel(a.e, a.st.level()) // before notify: a woken waiter must see it
 	}
 	a.publishView()
 	a.effects(fx)
+	if !a.removed {
+		switch {
+		case fx.freed > 0:
+			p.notify(fx.freed)
+		case lost:
+			p.notify(0) // waiters for it may have nothing left to wait for
+		}
+	}
 	a.arm(now)
 	return fx
 }
@@ -278,9 +294,6 @@ func (a *actor) effects(fx effects) {
 	}
 	if fx.recovered && a.st.health == healthReady {
 		p.log.Info("pool: credential ready", "credential", id)
-	}
-	if !a.removed {
-		p.notify(fx.freed)
 	}
 }
 

@@ -93,10 +93,34 @@ func (l *Lease) Finish(r Result) {
 		m.err = safeErrorText(r.Err, l.cred)
 	}
 	a := l.e.a
+	m.ack, _ = l.p.acks.Get().(chan struct{})
+	if m.ack == nil {
+		m.ack = make(chan struct{}, 1)
+	}
 	select {
 	case a.outcomes <- m:
 	case <-a.done: // the actor has stopped: nothing to release
+		l.p.acks.Put(m.ack)
+		return
 	}
+	select {
+	case <-m.ack:
+		l.p.acks.Put(m.ack)
+	case <-a.done:
+	}
+}
+
+// Untried counts the enabled, not invalid credentials outside exclude: those
+// a failing-over request could still try, now or after a cooldown. It scans
+// every credential: for the failure path only.
+func (p *Pool) Untried(exclude []string) int {
+	n := 0
+	for _, e := range p.snap.Load().list {
+		if v := e.view.Load(); v.enabled && v.health != healthInvalid && !skipped(e, exclude, nil) {
+			n++
+		}
+	}
+	return n
 }
 
 // RetryAfterOf returns the retry-after an error carries (an error in its

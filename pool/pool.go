@@ -151,6 +151,7 @@ type Pool struct {
 	// each carries one value, received before the channel goes back. Per
 	// pool, not global, so that no channel crosses a synctest bubble.
 	replies sync.Pool
+	acks    sync.Pool // the same for outcome acks (chan struct{}, buffered(1))
 
 	// idxMu orders the actors' bit updates (read lock: each actor touches
 	// only its own bits) against index growth and detaching removed entries
@@ -229,12 +230,13 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.wg.Go(func() { p.persistLoop(ctx) })
 	p.wg.Go(func() { p.checkLoop(ctx) })
 	p.mu.Unlock()
-	p.notify(freed) // requests that queued before Run may go
+	p.notify(freed) // requests that queued before Run may go (or learn there is nothing)
 
 	<-ctx.Done()
 	p.mu.Lock()
 	p.phase.Store(phaseStopped)
 	p.mu.Unlock()
+	p.notify(0) // waiters learn that the pool is closed
 	p.wg.Wait()
 	return nil
 }
@@ -246,10 +248,13 @@ func (p *Pool) start(a *actor) {
 	p.wg.Go(func() { a.run(ctx) })
 }
 
-// OnCapacity registers fn, called each time n request slots may have become
-// free: a lease ended, a credential became ready, was added or enabled, or
-// its limit grew. fn runs on the pool's goroutines: it must not block and
-// must not call back into the pool.
+// OnCapacity registers fn, called each time n > 0 request slots may have
+// become free (a lease ended, a credential became ready, was added or
+// enabled, or its limit grew), and with n == 0 when usable credentials may
+// have become unusable (cooling, invalid, disabled, removed; the pool
+// started with nothing to offer or stopped): requests waiting for a slot
+// should then check whether one can still come. fn runs on the pool's
+// goroutines: it must not block and must not call back into the pool.
 func (p *Pool) OnCapacity(fn func(n int)) {
 	for {
 		old := p.hooks.Load()
@@ -270,9 +275,6 @@ func (p *Pool) OnCapacity(fn func(n int)) {
 func (p *Pool) Epoch() uint64 { return p.epoch.Load() }
 
 func (p *Pool) notify(n int) {
-	if n <= 0 {
-		return
-	}
 	p.epoch.Add(1)
 	if hooks := p.hooks.Load(); hooks != nil {
 		for _, fn := range *hooks {
@@ -349,6 +351,9 @@ func (p *Pool) Sync(specs []Spec, states []store.CredentialState) {
 	p.publish()
 	p.idxMu.Unlock()
 
+	if len(removed) > 0 {
+		defer p.notify(0)
+	}
 	for _, a := range removed {
 		p.m.forget(a.e.id)
 		p.bg.dropPersist(a.e.id)
@@ -371,7 +376,9 @@ func (p *Pool) Sync(specs []Spec, states []store.CredentialState) {
 		}
 		a.update(s, st)
 	}
-	p.notify(freed)
+	if freed > 0 {
+		p.notify(freed)
+	}
 }
 
 func (p *Pool) limitOf(s Spec) int {
@@ -466,9 +473,8 @@ func (p *Pool) Reset(id string) error {
 		return fmt.Errorf("reset credential %s: %w", id, ErrUnknownCredential)
 	}
 	if !a.started {
-		fx := a.apply(event{kind: evReset})
+		a.apply(event{kind: evReset}) // notifies any freed slots
 		p.mu.Unlock()
-		p.notify(fx.freed)
 		return nil
 	}
 	p.mu.Unlock()

@@ -36,7 +36,6 @@ Usage:
   atlassian-proxy credential add|list|remove   manage Atlassian credentials
   atlassian-proxy token create|list|revoke     manage client API tokens
   atlassian-proxy reset-password               set and print a new random admin password
-  atlassian-proxy export|import                (see the README)
   atlassian-proxy version                      print the version
 
 Run "atlassian-proxy <command> --help" for the flags of a command.

@@ -104,7 +104,7 @@ func serve(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	admin, err := adminui.New(adminui.Config{SecureCookies: cfg.SecureCookies}, adminui.Deps{
-		Store: st, Cipher: cipher, Pool: p, Logger: logger, Changed: sync.trigger,
+		Store: st, Cipher: cipher, Pool: p, Logger: logger, Changed: sync.changed,
 	})
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
@@ -18,26 +19,33 @@ const syncInterval = time.Second
 
 // syncer keeps the running pool and the token cache in step with the store.
 // It reloads when the store's generation moves (a change by any process) or
-// when trigger is called (a change made through this process's admin API).
+// at once when changed is called (a change made through this process's
+// admin API, which must be in effect when the API answers).
 type syncer struct {
 	st     store.Store
 	cipher *auth.Cipher
 	tokens *auth.Tokens
 	pool   *pool.Pool
 	logger *slog.Logger
-	kick   chan struct{} // buffered(1): a pending kick is enough, extra ones are dropped
-	gen    int64
+
+	mu  sync.Mutex // serialises reloads; guards gen
+	gen int64
 }
 
 func newSyncer(st store.Store, c *auth.Cipher, t *auth.Tokens, p *pool.Pool, logger *slog.Logger) *syncer {
-	return &syncer{st: st, cipher: c, tokens: t, pool: p, logger: logger, kick: make(chan struct{}, 1), gen: -1}
+	return &syncer{st: st, cipher: c, tokens: t, pool: p, logger: logger, gen: -1}
 }
 
-// trigger asks for a reload soon; it never blocks.
-func (s *syncer) trigger() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
+// changed reloads now, on the caller's goroutine (an admin API handler, right
+// after its write): the next request sees the change.
+func (s *syncer) changed() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	s.gen = -1
+	s.mu.Unlock()
+	if err := s.reloadIfChanged(ctx); err != nil {
+		s.logger.Warn("store sync after an admin change failed; the periodic sync will retry", "err", err)
 	}
 }
 
@@ -52,8 +60,6 @@ func (s *syncer) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		case <-s.kick:
-			s.gen = -1 // force
 		}
 		if err := s.reloadIfChanged(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Warn("store sync failed; keeping the current state", "err", err)
@@ -64,6 +70,8 @@ func (s *syncer) run(ctx context.Context) error {
 func (s *syncer) reloadIfChanged(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	gen, err := s.st.Generation(ctx)
 	if err != nil {
 		return fmt.Errorf("read store generation: %w", err)

@@ -65,7 +65,9 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var logs syncBuffer
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, []string{"-addr", "127.0.0.1:0", "-cred", "me@example.com:secret", "-event-delay", "0s"}, &logs) }()
+	go func() {
+		errc <- run(ctx, []string{"-addr", "127.0.0.1:0", "-cred", "me@example.com:secret", "-event-delay", "0s"}, &logs)
+	}()
 
 	re := regexp.MustCompile(`url=(http://\S+)`)
 	var url string

@@ -1,7 +1,7 @@
 // Package schematest validates JSON bodies against OpenAI's published
 // response schemas (testdata/openai-chat-schemas.json at the module root),
 // for tests. It lives outside internal/ so that every package of the module
-// (api, cmd) can use it; gateway/internal/schematest forwards to it.
+// (api, cmd) can use it.
 package schematest
 
 import (
