@@ -40,109 +40,156 @@ func serve(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	ver := buildVersion()
-
-	st, cipher, err := openStore(ctx, cfg.DataDir, cfg.SecretKey)
+	a, err := newApp(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer a.close()
+	if a.generatedPassword != "" {
+		printGeneratedPassword(e.stdout, a.generatedPassword)
+	}
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (PORT): %w", addr, err)
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(), "data_dir", cfg.DataDir,
+		"upstream", cfg.UpstreamURL, "models", len(a.catalog.List()))
+	if err := a.serve(ctx, ln); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
 
-	catalog := gateway.DefaultCatalog()
-	if cfg.ModelsFile != "" {
-		f, err := os.Open(cfg.ModelsFile)
+// app is the wired server: every component built from a config, not yet
+// running. serve runs it on a listener; benchmarks use it in process.
+type app struct {
+	cfg     config
+	logger  *slog.Logger
+	store   *sqlite.Store
+	admin   *adminui.Admin
+	pool    *pool.Pool
+	tokens  *auth.Tokens
+	syncer  *syncer
+	catalog *gateway.Catalog
+	handler http.Handler
+
+	draining          atomic.Bool
+	generatedPassword string // set when this start generated the admin password
+}
+
+// newApp builds every component. Its order is the dependency order: store
+// and key, catalog, upstream client, pool, dispatcher, syncer, HTTP surfaces.
+func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err error) {
+	a := &app{cfg: cfg, logger: logger}
+	defer func() {
 		if err != nil {
-			return fmt.Errorf("%w: invalid MODELS_FILE: %w", errUsage, err)
+			a.close()
 		}
-		catalog, err = gateway.LoadCatalog(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("%w: invalid MODELS_FILE %s: %w", errUsage, cfg.ModelsFile, err)
+	}()
+	ver := buildVersion()
+	st, cipher, err := openStore(ctx, cfg.DataDir, cfg.SecretKey)
+	if err != nil {
+		return nil, err
+	}
+	a.store = st
+
+	a.catalog = gateway.DefaultCatalog()
+	if cfg.ModelsFile != "" {
+		if a.catalog, err = loadCatalogFile(cfg.ModelsFile); err != nil {
+			return nil, err
 		}
 	}
-
 	reg := observability.NewRegistry(ver)
 	upstream, err := gateway.NewClient(gateway.Config{BaseURL: cfg.UpstreamURL, UserAgent: "atlassian-proxy/" + ver},
 		&http.Client{Transport: gateway.NewTransport()})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	tokens := auth.NewTokens(st, logger)
-	p, err := pool.New(pool.Config{DefaultMaxConcurrency: cfg.MaxConcurrency},
+	a.tokens = auth.NewTokens(st, logger)
+	a.pool, err = pool.New(pool.Config{DefaultMaxConcurrency: cfg.MaxConcurrency},
 		pool.Deps{Logger: logger, Registerer: reg, Checker: creditChecker{upstream}, States: st})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	disp, err := dispatch.New(dispatch.Config{
 		MaxAttempts:   cfg.MaxAttempts,
 		RetryDeadline: cfg.RetryDeadline,
 		QueueTimeout:  cfg.QueueTimeout,
 		QueueMax:      cfg.QueueMax,
-	}, p, dispatch.Deps{Logger: logger, Registerer: reg})
+	}, a.pool, dispatch.Deps{Logger: logger, Registerer: reg})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sync := newSyncer(st, cipher, tokens, p, logger)
-	if err := sync.once(ctx); err != nil {
-		return err
+	a.syncer = newSyncer(st, cipher, a.tokens, a.pool, logger)
+	if err := a.syncer.once(ctx); err != nil {
+		return nil, err
 	}
 
-	var draining atomic.Bool
-	ready := func(ctx context.Context) error {
-		if draining.Load() {
-			return errors.New("shutting down")
-		}
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		return st.Ping(ctx)
-	}
 	apiServer, err := api.New(api.Config{MaxBodyBytes: cfg.MaxBodyBytes, StreamKeepAlive: cfg.StreamKeepAlive}, api.Deps{
-		Logger: logger, Registerer: reg, Tokens: tokens, Catalog: catalog,
-		Upstream: upstream, Dispatcher: disp, Ready: ready,
+		Logger: logger, Registerer: reg, Tokens: a.tokens, Catalog: a.catalog,
+		Upstream: upstream, Dispatcher: disp, Ready: a.ready,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	admin, err := adminui.New(adminui.Config{SecureCookies: cfg.SecureCookies}, adminui.Deps{
-		Store: st, Cipher: cipher, Pool: p, Logger: logger, Changed: sync.changed,
+	a.admin, err = adminui.New(adminui.Config{SecureCookies: cfg.SecureCookies}, adminui.Deps{
+		Store: st, Cipher: cipher, Pool: a.pool, Logger: logger, Changed: a.syncer.changed,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer admin.Close()
-	generated, err := admin.Service().EnsureAdminPassword(ctx, cfg.AdminPassword)
-	if err != nil {
-		return fmt.Errorf("set up the admin password: %w", err)
-	}
-	if generated != "" {
-		printGeneratedPassword(e.stdout, generated)
+	if a.generatedPassword, err = a.admin.Service().EnsureAdminPassword(ctx, cfg.AdminPassword); err != nil {
+		return nil, fmt.Errorf("set up the admin password: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/admin/", http.StripPrefix("/admin", admin.Handler()))
+	mux.Handle("/admin/", http.StripPrefix("/admin", a.admin.Handler()))
 	mux.Handle("/", apiServer.Handler())
+	a.handler = mux
+	return a, nil
+}
 
-	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	ln, err := net.Listen("tcp", addr)
+func loadCatalogFile(path string) (*gateway.Catalog, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("listen on %s (PORT): %w", addr, err)
+		return nil, fmt.Errorf("%w: invalid MODELS_FILE: %w", errUsage, err)
 	}
+	defer f.Close()
+	c, err := gateway.LoadCatalog(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: invalid MODELS_FILE %s: %w", errUsage, path, err)
+	}
+	return c, nil
+}
+
+// ready answers /ready: the store must answer, and a draining server is not ready.
+func (a *app) ready(ctx context.Context) error {
+	if a.draining.Load() {
+		return errors.New("shutting down")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return a.store.Ping(ctx)
+}
+
+// serve runs the background owners and the HTTP server on ln until ctx
+// ends, then drains: /ready turns 503, the server stops accepting and gives
+// in-flight requests SHUTDOWN_GRACE, and only then do the pool, the token
+// cache (final last-used flush) and the syncer stop.
+func (a *app) serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           a.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "version", ver, "data_dir", cfg.DataDir,
-		"upstream", cfg.UpstreamURL, "models", len(catalog.List()))
-
-	// The pool, the token cache and the syncer outlive the signal: they keep
-	// serving in-flight requests while the HTTP server drains.
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
 	g, gctx := errgroup.WithContext(runCtx)
-	g.Go(func() error { return p.Run(gctx) })
-	g.Go(func() error { return tokens.Run(gctx) })
-	g.Go(func() error { return sync.run(gctx) })
+	g.Go(func() error { return a.pool.Run(gctx) })
+	g.Go(func() error { return a.tokens.Run(gctx) })
+	g.Go(func() error { return a.syncer.run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
@@ -152,14 +199,14 @@ func serve(ctx context.Context, e env, args []string) error {
 	g.Go(func() error {
 		select {
 		case <-ctx.Done():
-			logger.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+			a.logger.Info("shutting down", "grace", a.cfg.ShutdownGrace.String())
 		case <-gctx.Done():
 		}
-		draining.Store(true)
-		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
+		a.draining.Store(true)
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
 		defer cancel()
 		if err := srv.Shutdown(shutCtx); err != nil {
-			logger.Warn("grace period over; closing remaining connections", "err", err)
+			a.logger.Warn("grace period over; closing remaining connections", "err", err)
 			srv.Close()
 		}
 		stopRun()
@@ -168,8 +215,16 @@ func serve(ctx context.Context, e env, args []string) error {
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	logger.Info("stopped")
 	return nil
+}
+
+func (a *app) close() {
+	if a.admin != nil {
+		a.admin.Close()
+	}
+	if a.store != nil {
+		a.store.Close()
+	}
 }
 
 // openStore opens the embedded store in dataDir and the cipher of stored

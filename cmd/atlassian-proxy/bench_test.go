@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/atlassian-proxy/atlassian-proxy/adminui"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+)
+
+// benchClients is the number of concurrent clients of the latency benchmark
+// (the issue's figure: 16 on this 2-core machine).
+const benchClients = 16
+
+const benchBody = `{"model":"claude-sonnet-4","messages":[{"role":"user","content":"Say hello."}]}`
+
+// benchStack is the whole server, wired as serve wires it, in process on a
+// loopback port, in front of a fake gateway on another loopback port.
+type benchStack struct {
+	gw       *fake.Server
+	proxyURL string
+	token    string
+}
+
+func startBenchStack(b *testing.B) *benchStack {
+	b.Helper()
+	gw := fake.Start(b, fake.Options{KeepRequests: 16})
+	cfg, err := loadConfig("bench", nil, func(k string) string {
+		return map[string]string{
+			"DATA_DIR": b.TempDir(), "UPSTREAM_URL": gw.URL, "ADMIN_PASSWORD": "benchmark-password",
+			"MAX_CONCURRENCY": "64",
+		}[k]
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logger := slog.New(slog.DiscardHandler)
+	a, err := newApp(ctx, cfg, logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc := a.admin.Service()
+	creds := []fake.Credential{}
+	for _, email := range []string{"one@example.com", "two@example.com", "three@example.com", "four@example.com"} {
+		token := "bench-token-" + email
+		creds = append(creds, fake.Credential{Email: email, Token: token})
+		if _, err := svc.AddCredential(ctx, adminui.CredentialInput{Email: email, Token: token}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range creds {
+		gw.AddCredential(c)
+	}
+	plain, _, err := svc.CreateToken(ctx, adminui.TokenInput{Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a.syncer.changed()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.serve(ctx, ln) }()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+		a.close()
+	})
+	return &benchStack{gw: gw, proxyURL: "http://" + ln.Addr().String(), token: plain}
+}
+
+// directRequest is the same chat request sent straight to the fake gateway
+// in its own (unified chat) shape, with the first credential.
+func (s *benchStack) directRequest() (*http.Request, error) {
+	body := `{"request_payload":{"messages":[{"role":"user","content":"Say hello."}],"stream":false},` +
+		`"platform_attributes":{"model":"claude-sonnet-4@20250514"}}`
+	req, err := http.NewRequest("POST", s.gw.URL+"/rovodev/v2/proxy/ai/v2/beta/chat", strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.SetBasicAuth("one@example.com", "bench-token-one@example.com")
+	req.Header.Set("X-Atlassian-EncodedToken", strings.TrimPrefix(req.Header.Get("Authorization"), "Basic "))
+	req.Header.Set("Content-Type", "application/json")
+	return req, nil
+}
+
+func (s *benchStack) proxyRequest() (*http.Request, error) {
+	req, err := http.NewRequest("POST", s.proxyURL+"/v1/chat/completions", strings.NewReader(benchBody))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	return req, nil
+}
+
+// measure runs n requests over benchClients concurrent clients and reports
+// the latency percentiles as benchmark metrics.
+func measure(b *testing.B, n int, newReq func() (*http.Request, error)) {
+	b.Helper()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchClients * 2}}
+	var mu sync.Mutex
+	lat := make([]time.Duration, 0, n)
+	var wg sync.WaitGroup
+	per := n / benchClients
+	for range benchClients {
+		wg.Go(func() {
+			mine := make([]time.Duration, 0, per)
+			for range per {
+				req, err := newReq()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				start := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
+				mine = append(mine, time.Since(start))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	if len(lat) == 0 {
+		return
+	}
+	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+// BenchmarkChatLatency sends the same non-streamed chat request straight to
+// the fake gateway ("direct") and through the proxy ("proxy"), 16 clients
+// at once; the difference of the percentiles is the latency the proxy adds.
+// Each b.Loop iteration is 16 × 256 requests.
+//
+//	go test ./cmd/atlassian-proxy -run '^$' -bench ChatLatency -benchtime 5x
+func BenchmarkChatLatency(b *testing.B) {
+	s := startBenchStack(b)
+	const perIteration = benchClients * 256
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			measure(b, perIteration, s.directRequest)
+		}
+	})
+	b.Run("proxy", func(b *testing.B) {
+		for b.Loop() {
+			measure(b, perIteration, s.proxyRequest)
+		}
+	})
+}
