@@ -21,7 +21,7 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	req, m, aerr := a.readChatRequest(w, r)
 	if aerr != nil {
-		observability.AddLogAttrs(ctx, slog.String("rejected", aerr.code), slog.Int("status_reason", aerr.status))
+		aerr.log(ctx)
 		aerr.render(w)
 		return
 	}

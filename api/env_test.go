@@ -47,7 +47,7 @@ type envOptions struct {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	gw     *fake.Server
 	store  *sqlite.Store
 	tokens *auth.Tokens
@@ -61,7 +61,7 @@ func testCred(id string, b fake.Behavior) fake.Credential {
 	return fake.Credential{ID: id, Email: id + "@example.com", Token: "atl-" + id + "-secret", Default: b}
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	ctx := t.Context()
 	creds := o.creds
@@ -143,7 +143,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 
 // waitRunning waits until the pool's Run has started, so that no request
 // of a test sees "the pool is not running".
-func waitRunning(t *testing.T, p *pool.Pool) {
+func waitRunning(t testing.TB, p *pool.Pool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -26,9 +26,9 @@ const (
 	typeServer         = "server_error"
 )
 
-// StatusClientClosedRequest is written (for the access log only: nobody
-// reads it) when the client went away before an answer was ready.
-const StatusClientClosedRequest = 499
+// statusClientClosed is written (for the access log only: nobody reads
+// it) when the client went away before an answer was ready.
+const statusClientClosed = 499
 
 // errorBody is OpenAI's error shape. Param and Code are null when empty.
 type errorBody struct {
@@ -86,7 +86,15 @@ type apiError struct {
 	message string
 }
 
-func (e *apiError) Error() string { return e.message }
+// log adds the error's code and param to the request's access log line.
+func (e *apiError) log(ctx context.Context) {
+	if e.code != "" {
+		observability.AddLogAttrs(ctx, slog.String("error_code", e.code))
+	}
+	if e.param != "" {
+		observability.AddLogAttrs(ctx, slog.String("error_param", e.param))
+	}
+}
 
 func (e *apiError) render(w http.ResponseWriter) {
 	RenderError(w, e.status, e.typ, e.code, e.param, e.message)
@@ -116,7 +124,7 @@ func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, err er
 	case errors.As(err, &de):
 		status, typ, code := dispatchStatus(de.Kind)
 		observability.AddLogAttrs(ctx, slog.String("dispatch_error", code))
-		if status == StatusClientClosedRequest {
+		if status == statusClientClosed {
 			w.WriteHeader(status)
 			return
 		}
@@ -132,7 +140,7 @@ func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, err er
 		a.renderGatewayError(w, r, ge)
 	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
 		observability.AddLogAttrs(ctx, slog.String("outcome", pool.OutcomeCanceled.String()))
-		w.WriteHeader(StatusClientClosedRequest)
+		w.WriteHeader(statusClientClosed)
 	default:
 		a.logger.LogAttrs(ctx, slog.LevelError, "upstream call failed", slog.Any("error", err))
 		RenderError(w, http.StatusBadGateway, typeServer, "upstream_error", "",
@@ -166,7 +174,7 @@ func (a *API) renderGatewayError(w http.ResponseWriter, r *http.Request, ge *gat
 		}
 		RenderError(w, http.StatusForbidden, typePermission, code, "", msg)
 	case pool.OutcomeCanceled:
-		w.WriteHeader(StatusClientClosedRequest)
+		w.WriteHeader(statusClientClosed)
 	default:
 		// Dispatch hands back only client errors and 403s; anything else
 		// means the upstream failed.
@@ -193,7 +201,7 @@ func dispatchStatus(k dispatch.Kind) (status int, typ, code string) {
 	case dispatch.BudgetExhausted:
 		return http.StatusBadGateway, typeServer, "retry_budget_exhausted"
 	case dispatch.Canceled:
-		return StatusClientClosedRequest, typeInvalidRequest, "canceled"
+		return statusClientClosed, typeInvalidRequest, "canceled"
 	default: // dispatch.UpstreamFailed and anything newer
 		return http.StatusBadGateway, typeServer, "upstream_error"
 	}

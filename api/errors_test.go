@@ -328,3 +328,37 @@ func TestDispatchStatusCoversEveryKind(t *testing.T) {
 		t.Errorf("a canceled dispatch error does not unwrap to context.Canceled")
 	}
 }
+
+func TestNewChecksConfigAndDeps(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	full := Deps{Tokens: e.tokens, Catalog: e.api.catalog, Upstream: e.api.up, Dispatcher: e.api.disp}
+	tests := []struct {
+		name    string
+		cfg     Config
+		deps    func(d Deps) Deps
+		wantErr string
+	}{
+		{"defaults", Config{}, func(d Deps) Deps { return d }, ""},
+		{"negative body limit", Config{MaxBodyBytes: -1}, func(d Deps) Deps { return d }, "MaxBodyBytes"},
+		{"negative keep-alive", Config{StreamKeepAlive: -time.Second}, func(d Deps) Deps { return d }, "StreamKeepAlive"},
+		{"no tokens", Config{}, func(d Deps) Deps { d.Tokens = nil; return d }, "Tokens"},
+		{"nothing", Config{}, func(Deps) Deps { return Deps{} }, "Tokens, Catalog, Upstream, Dispatcher"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := New(tt.cfg, tt.deps(full))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				if a.cfg.MaxBodyBytes != DefaultMaxBodyBytes || a.cfg.StreamKeepAlive != DefaultStreamKeepAlive {
+					t.Errorf("config = %+v, want the defaults", a.cfg)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("New error = %v, want one naming %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -47,7 +47,9 @@ func (a *API) getModel(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !ok {
-		modelNotFound(id).render(w)
+		aerr := modelNotFound(id)
+		aerr.log(r.Context())
+		aerr.render(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, modelObject(m))

@@ -124,8 +124,11 @@ func (a *API) streamChat(w http.ResponseWriter, r *http.Request, m gateway.Model
 		a.renderUpstreamError(w, r, err)
 		return
 	}
-	o, u := a.relay(ctx, w, st, cancel, includeUsage(req))
-	a.finish(ctx, lease, o, u)
+	// Deferred, so that the lease is returned even if relay panics
+	// (as canceled: a bug of ours is no fault of the credential).
+	o, u := pool.OutcomeCanceled, pool.Usage{}
+	defer func() { a.finish(ctx, lease, o, u) }()
+	o, u = a.relay(ctx, w, st, cancel, includeUsage(req))
 }
 
 // nextResult is one answer of gateway.Stream.Next.
@@ -141,7 +144,7 @@ type nextResult struct {
 // being written) and which it stops and waits for before returning. It
 // cancels the upstream (cancel) and closes st before returning.
 func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stream, cancel context.CancelFunc, withUsage bool) (pool.Outcome, pool.Usage) {
-	asks := make(chan struct{}, 1)       // "read the next event"; at most one outstanding
+	asks := make(chan struct{}, 1)      // "read the next event"; at most one outstanding
 	results := make(chan nextResult, 1) // one answer per ask: the send never blocks
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

@@ -99,10 +99,14 @@ func TestStreamClientDisconnectCancelsUpstream(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	r := bufio.NewReader(resp.Body)
-	for range 2 { // the role chunk and a first piece
+	first := time.Now()
+	for range 3 { // the role chunk, its blank line and a first piece: each is flushed at once
 		if _, err := r.ReadString('\n'); err != nil {
 			t.Fatalf("read: %v", err)
 		}
+	}
+	if d := time.Since(first); d > time.Second {
+		t.Errorf("the first chunks took %s to arrive: not flushed", d)
 	}
 	if got := e.gw.Stats("c1").InFlight; got != 1 {
 		t.Fatalf("upstream in flight = %d, want 1 while streaming", got)
@@ -144,5 +148,44 @@ func TestStreamKeepAlive(t *testing.T) {
 	}
 	if !strings.Contains(string(body), "\n: keep-alive\n\n") {
 		t.Errorf("body has no ': keep-alive' comment line:\n%s", body)
+	}
+}
+
+// TestClientCancelBeforeCommit: a client that leaves while the upstream has
+// not answered yet cancels the upstream call, and the credential is not blamed.
+func TestClientCancelBeforeCommit(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		name := "not streamed"
+		if stream {
+			name = "streamed"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, envOptions{creds: []fake.Credential{testCred("c1", fake.Behavior{Fault: fake.Hang})}})
+			ctx, cancel := context.WithCancel(t.Context())
+			extra := ""
+			if stream {
+				extra = `"stream":true`
+			}
+			req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/chat/completions", strings.NewReader(chatBody(extra)))
+			req.Header.Set("Authorization", "Bearer "+e.token)
+			done := make(chan error, 1)
+			go func() {
+				resp, err := e.srv.Client().Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			eventually(t, 2*time.Second, "the upstream call started", func() bool { return e.gw.Stats("c1").InFlight == 1 })
+			cancel()
+			if err := <-done; err == nil {
+				t.Errorf("the canceled request got a response")
+			}
+			eventually(t, 2*time.Second, "the upstream saw the cancel", func() bool { return e.gw.Stats("c1").InFlight == 0 })
+			eventually(t, 2*time.Second, "the lease is done", func() bool { return e.credStatus("c1").InFlight == 0 })
+			if st := e.credStatus("c1"); st.Failures != 0 || st.State != "ready" {
+				t.Errorf("credential = %+v, want no penalty", st)
+			}
+		})
 	}
 }

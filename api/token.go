@@ -77,7 +77,7 @@ func (a *API) tokenMiddleware(required bool) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			tok, ok, aerr := a.verify(r, required)
 			if aerr != nil {
-				observability.AddLogAttrs(r.Context(), slog.String("auth", "rejected"))
+				aerr.log(r.Context())
 				aerr.render(w)
 				return
 			}

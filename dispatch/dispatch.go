@@ -202,7 +202,7 @@ func (d *Dispatcher) do(ctx context.Context, call Call, r *request) (*pool.Lease
 			d.m.retry(r.lastOut)
 		}
 		cred := lease.Credential()
-		err = call(ctx, cred)
+		err = attempt(ctx, call, lease)
 		if err == nil {
 			return lease, nil
 		}
@@ -231,6 +231,18 @@ func (d *Dispatcher) do(ctx context.Context, call Call, r *request) (*pool.Lease
 			return nil, err
 		}
 	}
+}
+
+// attempt runs call; if it panics (http.ErrAbortHandler, a bug), the lease
+// is released without penalty before the panic goes on.
+func attempt(ctx context.Context, call Call, lease *pool.Lease) error {
+	defer func() {
+		if r := recover(); r != nil {
+			lease.Done(pool.OutcomeCanceled, pool.Usage{})
+			panic(r)
+		}
+	}()
+	return call(ctx, lease.Credential())
 }
 
 // next decides whether the request may try another credential, and waits

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -240,6 +241,23 @@ func TestCancel(t *testing.T) {
 				t.Errorf("got %v after %v, want Canceled after 100ms", err, time.Since(begin))
 			}
 		})
+	})
+}
+
+func TestPanicReleasesTheLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, specs(1, 1), Config{}, Deps{})
+		func() {
+			defer func() {
+				if r := recover(); r != http.ErrAbortHandler {
+					t.Errorf("recovered %v, want http.ErrAbortHandler to go on", r)
+				}
+			}()
+			_, _ = e.d.Do(t.Context(), func(context.Context, pool.Credential) error { panic(http.ErrAbortHandler) })
+		}()
+		if st := e.status(t, "c00"); st.InFlight != 0 || st.Failures != 0 {
+			t.Errorf("got %+v, want the slot back and no penalty", st)
+		}
 	})
 }
 

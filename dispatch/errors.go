@@ -145,6 +145,10 @@ func (d *Dispatcher) unavailable(acquireErr error, attempts int, last error) *Er
 	if !a.NextReady.IsZero() {
 		s = seconds(a.NextReady.Sub(now))
 	}
+	if a.Cooling+a.RateLimited == 0 { // credentials changed under us
+		return &Error{Kind: AllCooling, Message: "no credential is available right now; retry in 1 s",
+			RetryAfter: time.Second, Last: last}
+	}
 	msg := fmt.Sprintf("all %d %s cooling down; earliest retry in %d s",
 		a.Cooling+a.RateLimited, plural(a.Cooling+a.RateLimited, "credential is", "credentials are"), s)
 	if a.Invalid > 0 {

@@ -75,6 +75,16 @@ func (b *background) takePersists() map[string]persistJob {
 	return jobs
 }
 
+func (b *background) requeue(jobs map[string]persistJob) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id, j := range jobs {
+		if _, newer := b.persists[id]; !newer {
+			b.persists[id] = j
+		}
+	}
+}
+
 func (b *background) check(j checkJob) {
 	b.mu.Lock()
 	b.checks = append(b.checks, j)
@@ -94,25 +104,37 @@ func (b *background) takeCheck() (checkJob, bool) {
 	return j, true
 }
 
-// persistLoop writes states until ctx is done, then flushes what is left.
+// persistLoop writes states until ctx is done, then flushes what is left
+// within flushTimeout. Each write has its own timeout and is not cut short
+// by ctx: a state that was decided is written if the store answers.
 func (p *Pool) persistLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
-			p.writeStates(fctx)
+			p.writeStates(fctx, nil)
 			cancel()
 			return
 		case <-p.bg.persistSig:
-			p.writeStates(ctx)
+			p.writeStates(context.WithoutCancel(ctx), ctx.Done())
 		}
 	}
 }
 
-func (p *Pool) writeStates(ctx context.Context) {
-	for id, j := range p.bg.takePersists() {
-		if ctx.Err() != nil {
+// writeStates writes the pending states. When stop closes, the ones not
+// yet written go back to the pending set (unless a newer one is there).
+func (p *Pool) writeStates(ctx context.Context, stop <-chan struct{}) {
+	jobs := p.bg.takePersists()
+	for id, j := range jobs {
+		select {
+		case <-stop:
+			p.bg.requeue(jobs)
 			return
+		default:
+		}
+		delete(jobs, id)
+		if ctx.Err() != nil {
+			continue // the final flush ran out of time
 		}
 		wctx, cancel := context.WithTimeout(ctx, persistTimeout)
 		var err error

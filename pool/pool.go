@@ -127,7 +127,9 @@ type Deps struct {
 	Registerer prometheus.Registerer // nil: no metrics
 	Checker    Checker               // nil: no background re-checks
 	States     StateStore            // nil: states are not persisted
-	Now        func() time.Time      // nil: time.Now
+	// Now stamps cooldowns and states (nil: time.Now). Timers use the time
+	// package: test timed behaviour with testing/synctest.
+	Now func() time.Time
 }
 
 // Pool is the set of credential actors. Create it with New, give it
