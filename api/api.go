@@ -149,6 +149,11 @@ func New(cfg Config, deps Deps) (*API, error) {
 // Handler returns the router. It is built once by New.
 func (a *API) Handler() http.Handler { return a.handler }
 
+// Mount serves h under pattern (the admin API at "/admin") behind the same
+// request id, access log, metrics and recovery middleware as the OpenAI
+// routes. h sees paths with pattern stripped. Call it before serving.
+func (a *API) Mount(pattern string, h http.Handler) { a.mux.Mount(pattern, h) }
+
 func (a *API) routes(reg prometheus.Registerer) {
 	r := chi.NewRouter()
 	r.Use(

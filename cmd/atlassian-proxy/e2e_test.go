@@ -33,6 +33,10 @@ func TestFirstStartAndRestart(t *testing.T) {
 	if body["must_change_password"] != true {
 		t.Errorf("must_change_password = %v, want true", body["must_change_password"])
 	}
+	// The admin API shares the access log (and request ids, metrics) of the OpenAI routes.
+	eventually(t, 2*time.Second, "the admin login is in the access log", func() bool {
+		return strings.Contains(p.Stderr.String(), `"route":"/admin/api/login"`)
+	})
 	if code := p.stop(t); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d, want 0", code)
 	}

@@ -143,10 +143,8 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	if a.generatedPassword, err = a.admin.Service().EnsureAdminPassword(ctx, cfg.AdminPassword); err != nil {
 		return nil, fmt.Errorf("set up the admin password: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/admin/", http.StripPrefix("/admin", a.admin.Handler()))
-	mux.Handle("/", apiServer.Handler())
-	a.handler = mux
+	apiServer.Mount("/admin", a.admin.Handler())
+	a.handler = apiServer.Handler()
 	return a, nil
 }
 
