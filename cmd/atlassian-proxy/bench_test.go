@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -104,16 +105,16 @@ func (s *benchStack) proxyRequest() (*http.Request, error) {
 	return req, nil
 }
 
-// measure runs n requests over benchClients concurrent clients and reports
+// measure runs n requests over clients concurrent clients and reports
 // the latency percentiles as benchmark metrics.
-func measure(b *testing.B, n int, newReq func() (*http.Request, error)) {
+func measure(b *testing.B, clients, n int, newReq func() (*http.Request, error)) {
 	b.Helper()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchClients * 2}}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2}}
 	var mu sync.Mutex
 	lat := make([]time.Duration, 0, n)
 	var wg sync.WaitGroup
-	per := n / benchClients
-	for range benchClients {
+	per := n / clients
+	for range clients {
 		wg.Go(func() {
 			mine := make([]time.Duration, 0, per)
 			for range per {
@@ -152,22 +153,24 @@ func measure(b *testing.B, n int, newReq func() (*http.Request, error)) {
 }
 
 // BenchmarkChatLatency sends the same non-streamed chat request straight to
-// the fake gateway ("direct") and through the proxy ("proxy"), 16 clients
-// at once; the difference of the percentiles is the latency the proxy adds.
-// Each b.Loop iteration is 16 × 256 requests.
+// the fake gateway ("direct") and through the proxy ("proxy"), with 1 and
+// with 16 clients at once; the difference of the percentiles is the latency
+// the proxy adds. Each b.Loop iteration is 4,096 requests.
 //
 //	go test ./cmd/atlassian-proxy -run '^$' -bench ChatLatency -benchtime 5x
 func BenchmarkChatLatency(b *testing.B) {
 	s := startBenchStack(b)
-	const perIteration = benchClients * 256
-	b.Run("direct", func(b *testing.B) {
-		for b.Loop() {
-			measure(b, perIteration, s.directRequest)
-		}
-	})
-	b.Run("proxy", func(b *testing.B) {
-		for b.Loop() {
-			measure(b, perIteration, s.proxyRequest)
-		}
-	})
+	const perIteration = 4096
+	for _, clients := range []int{1, benchClients} {
+		b.Run(fmt.Sprintf("clients=%d/direct", clients), func(b *testing.B) {
+			for b.Loop() {
+				measure(b, clients, perIteration, s.directRequest)
+			}
+		})
+		b.Run(fmt.Sprintf("clients=%d/proxy", clients), func(b *testing.B) {
+			for b.Loop() {
+				measure(b, clients, perIteration, s.proxyRequest)
+			}
+		})
+	}
 }
