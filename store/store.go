@@ -83,9 +83,12 @@ type CredentialState struct {
 type Store interface {
 	// Ping reports whether the backend answers.
 	Ping(ctx context.Context) error
-	// Generation is a counter that grows with every committed mutation made
-	// by any process sharing the store (the CLI changes the SQLite file while
-	// the server runs). It is cheap: the server polls it every second.
+	// Generation is a counter that grows with every committed change of
+	// configuration (credentials, tokens, the admin password) made by any
+	// process sharing the store (the CLI changes the SQLite file while the
+	// server runs). Runtime writes (sessions, last-used times, credential
+	// states) leave it alone, so traffic never triggers a reload. It is
+	// cheap: the server polls it every second.
 	// A call that fails leaves it unchanged, and so may a call that changes
 	// nothing (DeleteSession of an absent session, TouchTokens of unknown
 	// ids, InitAdminPassword that finds a password).

@@ -69,7 +69,7 @@ hash = excluded.hash, must_change = excluded.must_change, updated_at = excluded.
 
 // CreateSession inserts sess; store.ErrDuplicate when its ID exists.
 func (s *Store) CreateSession(ctx context.Context, sess store.Session) error {
-	return s.write(ctx, "create session", func(tx *sql.Tx) (bool, error) {
+	return s.writeRuntime(ctx, "create session", func(tx *sql.Tx) (bool, error) {
 		if err := checkID("session", sess.ID); err != nil {
 			return false, err
 		}
@@ -102,7 +102,7 @@ func (s *Store) GetSession(ctx context.Context, id string) (store.Session, error
 // TouchSession sets the last-seen time of a session; store.ErrNotFound when
 // it does not exist.
 func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error {
-	return s.write(ctx, "touch session", func(tx *sql.Tx) (bool, error) {
+	return s.writeRuntime(ctx, "touch session", func(tx *sql.Tx) (bool, error) {
 		n, err := toNanos(at)
 		if err != nil {
 			return false, err
@@ -121,7 +121,7 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 
 // DeleteSession removes a session, if it exists.
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
-	return s.write(ctx, "delete session", func(tx *sql.Tx) (bool, error) {
+	return s.writeRuntime(ctx, "delete session", func(tx *sql.Tx) (bool, error) {
 		res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE id = ?`, id)
 		if err != nil {
 			return false, err
@@ -132,7 +132,7 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 
 // DeleteAllSessions removes every session (logout everywhere).
 func (s *Store) DeleteAllSessions(ctx context.Context) error {
-	return s.write(ctx, "delete all sessions", func(tx *sql.Tx) (bool, error) {
+	return s.writeRuntime(ctx, "delete all sessions", func(tx *sql.Tx) (bool, error) {
 		res, err := tx.ExecContext(ctx, `DELETE FROM sessions`)
 		if err != nil {
 			return false, err

@@ -133,7 +133,7 @@ func (s *Store) DeleteCredential(ctx context.Context, id string) error {
 // store.ErrNotFound when the credential does not exist.
 func (s *Store) SetCredentialState(ctx context.Context, st store.CredentialState) error {
 	op := fmt.Sprintf("set credential state %q", st.CredentialID)
-	return s.write(ctx, op, func(tx *sql.Tx) (bool, error) {
+	return s.writeRuntime(ctx, op, func(tx *sql.Tx) (bool, error) {
 		ts, err := nanos(st.Until, st.UpdatedAt)
 		if err != nil {
 			return false, err
@@ -155,7 +155,7 @@ state = excluded.state, reason = excluded.reason, until = excluded.until, update
 // ClearCredentialState removes the state of a credential, if any.
 func (s *Store) ClearCredentialState(ctx context.Context, credentialID string) error {
 	op := fmt.Sprintf("clear credential state %q", credentialID)
-	return s.write(ctx, op, func(tx *sql.Tx) (bool, error) {
+	return s.writeRuntime(ctx, op, func(tx *sql.Tx) (bool, error) {
 		res, err := tx.ExecContext(ctx, `DELETE FROM credential_states WHERE credential_id = ?`, credentialID)
 		if err != nil {
 			return false, err

@@ -197,11 +197,23 @@ func (s *Store) Generation(ctx context.Context) (int64, error) {
 	return g, nil
 }
 
-// write runs fn in a BEGIN IMMEDIATE transaction on the write connection.
+// write runs fn, a change of configuration (credentials, tokens, the admin
+// password), in a BEGIN IMMEDIATE transaction on the write connection.
 // When fn reports a change, the generation is bumped in the same
 // transaction and the transaction is committed; otherwise (or on error) it
 // is rolled back.
 func (s *Store) write(ctx context.Context, op string, fn func(tx *sql.Tx) (changed bool, err error)) error {
+	return s.writeTx(ctx, op, true, fn)
+}
+
+// writeRuntime is write for runtime records (sessions, last-used times,
+// credential states): they do not move the generation, so that traffic and
+// cooldowns never make the server reload its configuration.
+func (s *Store) writeRuntime(ctx context.Context, op string, fn func(tx *sql.Tx) (changed bool, err error)) error {
+	return s.writeTx(ctx, op, false, fn)
+}
+
+func (s *Store) writeTx(ctx context.Context, op string, bump bool, fn func(tx *sql.Tx) (changed bool, err error)) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return s.wrap(ctx, op, err)
@@ -214,8 +226,10 @@ func (s *Store) write(ctx context.Context, op string, fn func(tx *sql.Tx) (chang
 	if !changed {
 		return nil
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE generation SET value = value + 1 WHERE id = 1"); err != nil {
-		return s.wrap(ctx, op, err)
+	if bump {
+		if _, err := tx.ExecContext(ctx, "UPDATE generation SET value = value + 1 WHERE id = 1"); err != nil {
+			return s.wrap(ctx, op, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return s.wrap(ctx, op, err)

@@ -166,7 +166,7 @@ func TestTwoStoresOneFile(t *testing.T) {
 		t.Errorf("server GetCredential of the CLI's credential: %v", err)
 	}
 	before = gen(cli)
-	if err := server.SetCredentialState(ctx, store.CredentialState{CredentialID: "c1", State: "invalid"}); err != nil {
+	if err := server.UpdateCredential(ctx, cred("c1", "b@example.com")); err != nil {
 		t.Fatal(err)
 	}
 	if after := gen(cli); after <= before {
@@ -175,7 +175,7 @@ func TestTwoStoresOneFile(t *testing.T) {
 	if g1, g2 := gen(server), gen(cli); g1 != g2 {
 		t.Errorf("generations differ: server %d, CLI %d", g1, g2)
 	}
-	err := server.CreateCredential(ctx, cred("c2", "A@EXAMPLE.COM"))
+	err := server.CreateCredential(ctx, cred("c2", "B@EXAMPLE.COM"))
 	if !errors.Is(err, store.ErrDuplicate) {
 		t.Errorf("server CreateCredential of the CLI's email: err = %v, want ErrDuplicate", err)
 	}

@@ -141,7 +141,7 @@ func (s *Store) TouchTokens(ctx context.Context, lastUsed map[string]time.Time) 
 	if len(lastUsed) == 0 {
 		return nil
 	}
-	return s.write(ctx, "touch tokens", func(tx *sql.Tx) (bool, error) {
+	return s.writeRuntime(ctx, "touch tokens", func(tx *sql.Tx) (bool, error) {
 		stmt, err := tx.PrepareContext(ctx, `UPDATE api_tokens SET last_used_at = ? WHERE id = ?`)
 		if err != nil {
 			return false, err
