@@ -87,10 +87,12 @@ func subcommand(e env, group string, args []string, subs map[string]func([]strin
 
 func credentialCmd(ctx context.Context, e env, args []string) error {
 	return subcommand(e, "credential", args, map[string]func([]string) error{
-		"add":    func(a []string) error { return credentialAdd(ctx, e, a) },
-		"list":   func(a []string) error { return credentialList(ctx, e, a) },
-		"remove": func(a []string) error { return credentialRemove(ctx, e, a) },
-	}, "add|list|remove")
+		"add":     func(a []string) error { return credentialAdd(ctx, e, a) },
+		"list":    func(a []string) error { return credentialList(ctx, e, a) },
+		"remove":  func(a []string) error { return credentialRemove(ctx, e, a) },
+		"enable":  func(a []string) error { return credentialSetEnabled(ctx, e, a, true) },
+		"disable": func(a []string) error { return credentialSetEnabled(ctx, e, a, false) },
+	}, "add|list|remove|enable|disable")
 }
 
 func credentialAdd(ctx context.Context, e env, args []string) error {
@@ -166,6 +168,30 @@ func credentialRemove(ctx context.Context, e env, args []string) error {
 			return describe(err)
 		}
 		fmt.Fprintf(e.stdout, "removed credential %s\n", pos[0])
+		return nil
+	})
+}
+
+// credentialSetEnabled takes a credential out of rotation or puts it back;
+// enabling also clears a stored cooldown or invalid state (the running
+// server picks the change up within 2 s).
+func credentialSetEnabled(ctx context.Context, e env, args []string, enabled bool) error {
+	verb := map[bool]string{true: "enable", false: "disable"}[enabled]
+	fs := newFlagSet("credential "+verb, "credential "+verb+" ID", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: credential %s takes one credential id", errUsage, verb)
+	}
+	return sf.withService(ctx, e, func(svc *adminui.Service) error {
+		if err := svc.SetCredentialEnabled(ctx, pos[0], enabled); err != nil {
+			return describe(err)
+		}
+		fmt.Fprintf(e.stdout, "%sd credential %s\n", verb, pos[0])
 		return nil
 	})
 }

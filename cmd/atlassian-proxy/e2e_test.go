@@ -152,6 +152,30 @@ func TestCLIWhileServing(t *testing.T) {
 		t.Errorf("stream text = %q, usage seen = %v", text.String(), sawUsage)
 	}
 
+	// Disable the only credential from the CLI: requests get 503 no_credentials
+	// within 2 s; enable it again: they are served again.
+	var creds []struct{ ID string }
+	out, _, _ = cli(t, env, "", "credential", "list", "--json")
+	if err := json.Unmarshal([]byte(out), &creds); err != nil || len(creds) != 1 {
+		t.Fatalf("credential list --json = %q (%v)", out, err)
+	}
+	for _, step := range []struct {
+		verb   string
+		status int
+	}{{"disable", http.StatusServiceUnavailable}, {"enable", http.StatusOK}} {
+		if _, errOut, code := cli(t, env, "", "credential", step.verb, creds[0].ID); code != 0 {
+			t.Fatalf("credential %s: exit %d: %s", step.verb, code, errOut)
+		}
+		eventually(t, 2*time.Second, "credential "+step.verb+" takes effect", func() bool {
+			_, err := client.Chat.Completions.New(ctx, params)
+			if step.status == http.StatusOK {
+				return err == nil
+			}
+			var apiErr *openai.Error
+			return errors.As(err, &apiErr) && apiErr.StatusCode == step.status
+		})
+	}
+
 	var listed []struct{ ID, Name string }
 	out, _, _ = cli(t, env, "", "token", "list", "--json")
 	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed) != 1 {
@@ -223,7 +247,9 @@ func TestCLIUsage(t *testing.T) {
 	}{
 		{[]string{"version"}, 0, "atlassian-proxy"},
 		{[]string{"help"}, 0, "Usage"},
-		{[]string{"credential", "--help"}, 0, "add|list|remove"},
+		{[]string{"credential", "--help"}, 0, "add|list|remove|enable|disable"},
+		{[]string{"credential", "disable"}, 2, "one credential id"},
+		{[]string{"credential", "enable", "cred_nope"}, 1, "not found"},
 		{[]string{"credential", "add", "--help"}, 0, "--email"},
 		{[]string{"token", "create", "--help"}, 0, "--name"},
 		{[]string{"reset-password", "--help"}, 0, "reset-password"},

@@ -33,7 +33,8 @@ const usage = `atlassian-proxy: an OpenAI-compatible API in front of the Atlassi
 
 Usage:
   atlassian-proxy [serve] [flags]              run the server (the default)
-  atlassian-proxy credential add|list|remove   manage Atlassian credentials
+  atlassian-proxy credential add|list|remove|enable|disable
+                                               manage Atlassian credentials
   atlassian-proxy token create|list|revoke     manage client API tokens
   atlassian-proxy reset-password               set and print a new random admin password
   atlassian-proxy version                      print the version

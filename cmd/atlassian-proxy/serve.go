@@ -264,14 +264,29 @@ func printGeneratedPassword(w interface{ Write([]byte) (int, error) }, pw string
 // the background through the gateway's credits/check route.
 type creditChecker struct{ c *gateway.Client }
 
+// Check maps credits/check onto outcomes: OK → success; RATE_LIMITED → rate
+// limited for its retryAfterSeconds (the credential is valid but out of
+// credits for now: it must not go back into rotation); 401/403/USER_BLOCKED
+// → the gateway error's outcome; UNKNOWN or anything else → inconclusive
+// (the pool checks again later).
 func (k creditChecker) Check(ctx context.Context, cred pool.Credential) (pool.Outcome, error) {
-	_, err := k.c.CheckCredits(ctx, cred)
-	if err == nil {
+	credits, err := k.c.CheckCredits(ctx, cred)
+	if err != nil {
+		var ge *gateway.Error
+		if errors.As(err, &ge) {
+			return ge.Outcome(), err
+		}
+		return pool.OutcomeTransport, err
+	}
+	switch credits.Status {
+	case "OK":
 		return pool.OutcomeSuccess, nil
+	case "RATE_LIMITED":
+		return pool.OutcomeRateLimited, &gateway.Error{
+			Status: http.StatusOK, Kind: pool.OutcomeRateLimited, Code: credits.Status,
+			Retry: time.Duration(credits.RetryAfterSeconds) * time.Second, Message: "credits check: rate limited",
+		}
+	default:
+		return pool.OutcomeServerError, fmt.Errorf("credits check answered status %q", credits.Status)
 	}
-	var ge *gateway.Error
-	if errors.As(err, &ge) {
-		return ge.Outcome(), err
-	}
-	return pool.OutcomeTransport, err
 }
