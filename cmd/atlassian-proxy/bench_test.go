@@ -34,12 +34,10 @@ type benchStack struct {
 func startBenchStack(b *testing.B) *benchStack {
 	b.Helper()
 	gw := fake.Start(b, fake.Options{KeepRequests: 16})
-	cfg, err := loadConfig("bench", nil, func(k string) string {
-		return map[string]string{
-			"DATA_DIR": b.TempDir(), "UPSTREAM_URL": gw.URL, "ADMIN_PASSWORD": "benchmark-password",
-			"MAX_CONCURRENCY": "64",
-		}[k]
-	})
+	cfg, err := loadConfig("bench", nil, mapEnv(map[string]string{
+		"DATA_DIR": b.TempDir(), "UPSTREAM_URL": gw.URL, "ADMIN_PASSWORD": "benchmark-password",
+		"MAX_CONCURRENCY": "64", "METRICS_ADDR": "",
+	}))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -71,7 +69,7 @@ func startBenchStack(b *testing.B) *benchStack {
 		b.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- a.serve(ctx, ln) }()
+	go func() { done <- a.serve(ctx, ln, nil) }()
 	b.Cleanup(func() {
 		cancel()
 		<-done

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -33,6 +34,7 @@ type config struct {
 	MaxConcurrency  int
 	ShutdownGrace   time.Duration
 	SecureCookies   bool
+	MetricsAddr     string
 }
 
 // setting describes one configuration variable: its environment name, its
@@ -40,6 +42,7 @@ type config struct {
 type setting struct {
 	env, flag, def, help string
 	secret               bool
+	emptyAllowed         bool // an explicitly empty value is a value (METRICS_ADDR="" disables), not "unset"
 	set                  func(c *config, v string) error
 }
 
@@ -81,6 +84,9 @@ func settings() []setting {
 			set: func(c *config, v string) error { return parsePositive(v, &c.MaxConcurrency) }},
 		{env: "SHUTDOWN_GRACE", flag: "shutdown-grace", def: "25s", help: "time in-flight requests get to finish on shutdown",
 			set: func(c *config, v string) error { return parseDuration(v, &c.ShutdownGrace) }},
+		{env: "METRICS_ADDR", flag: "metrics-addr", def: ":9090", emptyAllowed: true,
+			help: "listener of the Prometheus /metrics endpoint, apart from the public port (empty: disabled)",
+			set:  func(c *config, v string) error { return parseAddr(v, &c.MetricsAddr) }},
 		{env: "SECURE_COOKIES", flag: "secure-cookies", def: "false", help: "mark admin cookies Secure (set when served over TLS)",
 			set: func(c *config, v string) error { return parseBool(v, &c.SecureCookies) }},
 	}
@@ -88,7 +94,7 @@ func settings() []setting {
 
 // loadConfig parses args (without the program and subcommand names) and the
 // environment. A bad value is an error naming the variable (and flag).
-func loadConfig(name string, args []string, getenv func(string) string) (config, error) {
+func loadConfig(name string, args []string, lookupEnv func(string) (string, bool)) (config, error) {
 	var c config
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
@@ -111,7 +117,7 @@ func loadConfig(name string, args []string, getenv func(string) string) (config,
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	for i, s := range all {
 		v, from := s.def, ""
-		if e := getenv(s.env); e != "" {
+		if e, ok := lookupEnv(s.env); ok && (e != "" || s.emptyAllowed) {
 			v, from = e, s.env
 		}
 		if given[s.flag] {
@@ -187,6 +193,16 @@ func parseURL(v string, dst *string) error {
 func parsePassword(v string, dst *string) error {
 	if v != "" && (len(v) < 12 || len(v) > 128) {
 		return errors.New("the password must be 12 to 128 characters long")
+	}
+	*dst = v
+	return nil
+}
+
+func parseAddr(v string, dst *string) error {
+	if v != "" {
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			return fmt.Errorf("%q is not a host:port listen address such as :9090", v)
+		}
 	}
 	*dst = v
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -193,6 +194,30 @@ func TestCLIWhileServing(t *testing.T) {
 		return errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized
 	})
 	t.Logf("revocation effective after %s", took)
+
+	// Metrics: on their own listener only, labelled by credential id, never a secret or an email.
+	resp, err := http.Get(p.MetricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"atlassian_proxy_upstream_attempts_total", "atlassian_proxy_http_requests_total", "atlassian_proxy_build_info"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for _, secret := range []string{atlToken, token, "dev@example.com"} {
+		if strings.Contains(string(metrics), secret) {
+			t.Errorf("metrics contain %q", secret)
+		}
+	}
+	if resp, err := http.Get(p.URL + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET /metrics on the public port: %d, want 404", resp.StatusCode)
+		}
+	}
 
 	logs := p.Stdout.String() + p.Stderr.String()
 	for _, secret := range []string{atlToken, token} {

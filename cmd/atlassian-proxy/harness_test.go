@@ -69,13 +69,14 @@ func (s *syncBuffer) String() string {
 
 // proxy is a running atlassian-proxy process.
 type proxy struct {
-	cmd     *exec.Cmd
-	URL     string
-	DataDir string
-	Stdout  *syncBuffer
-	Stderr  *syncBuffer
-	done    chan struct{}
-	waitErr error
+	cmd        *exec.Cmd
+	URL        string
+	MetricsURL string
+	DataDir    string
+	Stdout     *syncBuffer
+	Stderr     *syncBuffer
+	done       chan struct{}
+	waitErr    error
 }
 
 func freePort(t *testing.T) int {
@@ -94,7 +95,9 @@ func startProxy(t *testing.T, env map[string]string, args ...string) *proxy {
 	t.Helper()
 	port := freePort(t)
 	p := &proxy{URL: "http://127.0.0.1:" + strconv.Itoa(port), Stdout: &syncBuffer{}, Stderr: &syncBuffer{}, done: make(chan struct{})}
-	full := map[string]string{"PORT": strconv.Itoa(port), "HOST": "127.0.0.1", "LOG_FORMAT": "json"}
+	p.MetricsURL = "http://127.0.0.1:" + strconv.Itoa(freePort(t)) + "/metrics"
+	full := map[string]string{"PORT": strconv.Itoa(port), "HOST": "127.0.0.1", "LOG_FORMAT": "json",
+		"METRICS_ADDR": strings.TrimSuffix(strings.TrimPrefix(p.MetricsURL, "http://"), "/metrics")}
 	if _, ok := env["DATA_DIR"]; !ok {
 		full["DATA_DIR"] = t.TempDir()
 	}

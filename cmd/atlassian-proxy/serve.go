@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/atlassian-proxy/atlassian-proxy/adminui"
@@ -32,7 +34,7 @@ const (
 
 // serve runs the server until ctx ends (SIGINT/SIGTERM), then drains.
 func serve(ctx context.Context, e env, args []string) error {
-	cfg, err := loadConfig("serve", args, e.getenv)
+	cfg, err := loadConfig("serve", args, e.lookupEnv)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -53,9 +55,17 @@ func serve(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s (PORT): %w", addr, err)
 	}
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (METRICS_ADDR): %w", cfg.MetricsAddr, err)
+		}
+		logger.Info("metrics listening", "addr", metricsLn.Addr().String(), "path", "/metrics")
+	}
 	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(), "data_dir", cfg.DataDir,
 		"upstream", cfg.UpstreamURL, "models", len(a.catalog.List()))
-	if err := a.serve(ctx, ln); err != nil {
+	if err := a.serve(ctx, ln, metricsLn); err != nil {
 		return err
 	}
 	logger.Info("stopped")
@@ -74,6 +84,7 @@ type app struct {
 	syncer  *syncer
 	catalog *gateway.Catalog
 	handler http.Handler
+	metrics *prometheus.Registry
 
 	draining          atomic.Bool
 	generatedPassword string // set when this start generated the admin password
@@ -102,6 +113,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 		}
 	}
 	reg := observability.NewRegistry(ver)
+	a.metrics = reg
 	upstream, err := gateway.NewClient(gateway.Config{BaseURL: cfg.UpstreamURL, UserAgent: "atlassian-proxy/" + ver},
 		&http.Client{Transport: gateway.NewTransport()})
 	if err != nil {
@@ -175,12 +187,20 @@ func (a *app) ready(ctx context.Context) error {
 // ends, then drains: /ready turns 503, the server stops accepting and gives
 // in-flight requests SHUTDOWN_GRACE, and only then do the pool, the token
 // cache (final last-used flush) and the syncer stop.
-func (a *app) serve(ctx context.Context, ln net.Listener) error {
+func (a *app) serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	srv := &http.Server{
 		Handler:           a.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+	}
+	servers := []*http.Server{srv}
+	listeners := []net.Listener{ln}
+	if metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}))
+		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second})
+		listeners = append(listeners, metricsLn)
 	}
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
@@ -188,12 +208,14 @@ func (a *app) serve(ctx context.Context, ln net.Listener) error {
 	g.Go(func() error { return a.pool.Run(gctx) })
 	g.Go(func() error { return a.tokens.Run(gctx) })
 	g.Go(func() error { return a.syncer.run(gctx) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http server: %w", err)
-		}
-		return nil
-	})
+	for i, hs := range servers {
+		g.Go(func() error {
+			if err := hs.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http server: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		select {
 		case <-ctx.Done():
@@ -206,6 +228,9 @@ func (a *app) serve(ctx context.Context, ln net.Listener) error {
 		if err := srv.Shutdown(shutCtx); err != nil {
 			a.logger.Warn("grace period over; closing remaining connections", "err", err)
 			srv.Close()
+		}
+		for _, hs := range servers[1:] { // metrics last, so the drain can be watched
+			hs.Close()
 		}
 		stopRun()
 		return nil

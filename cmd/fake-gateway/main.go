@@ -1,7 +1,7 @@
 // Command fake-gateway serves the fake Atlassian AI Gateway (gateway/fake)
 // for local demos: point atlassian-proxy's UPSTREAM_URL at it.
 //
-//	go run ./cmd/fake-gateway -addr 127.0.0.1:9090 -cred me@example.com:secret-token
+//	go run ./cmd/fake-gateway -addr 127.0.0.1:9999 -cred me@example.com:secret-token
 //
 // Each -cred email:token[:fault] registers a credential; the optional fault
 // (e.g. rate_limit_minute, unauthorized, cut_mid_stream) is its permanent
@@ -58,7 +58,7 @@ func (c *credFlags) Set(v string) error {
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fake-gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:9090", "listen address")
+	addr := fs.String("addr", "127.0.0.1:9999", "listen address")
 	latency := fs.Duration("latency", 0, "delay before every answer")
 	eventDelay := fs.Duration("event-delay", 50*time.Millisecond, "delay between stream events")
 	text := fs.String("text", fake.DefaultText, "answer text")
