@@ -8,7 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -35,6 +38,11 @@ func (f *storeFlags) withService(ctx context.Context, e env, fn func(*adminui.Se
 	key := f.secretKey
 	if key == "" {
 		key = e.getenv("SECRET_KEY")
+	}
+	if _, err := os.Stat(filepath.Join(f.dataDir, dbFileName)); errors.Is(err, fs.ErrNotExist) {
+		// Most likely a first set-up before the first start; but say so, in
+		// case DATA_DIR points somewhere else than the server's.
+		fmt.Fprintf(e.stderr, "note: no store in %s yet; creating a new one (the server must use the same DATA_DIR)\n", f.dataDir)
 	}
 	st, cipher, err := openStore(ctx, f.dataDir, key)
 	if err != nil {

@@ -1,7 +1,3 @@
-// Command atlassian-proxy serves an OpenAI-compatible API in front of the
-// Atlassian AI Gateway, spreading requests over a pool of Atlassian
-// credentials. With no subcommand it runs the server; the other
-// subcommands manage the store directly (they work while a server runs).
 package main
 
 import (
