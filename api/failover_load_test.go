@@ -348,16 +348,9 @@ func TestCredentialsChangeUnderLoad(t *testing.T) {
 	// arriving and waiting for a slot. Each one added is picked at once and
 	// removed while it serves.
 	//
-	// BUG: under -race this phase (like the additions above, less often)
-	// can report a data race in pool.(*Pool).Sync (pool/pool.go:368-372):
-	// Sync starts a new actor's goroutine (p.start(a)) and then reads that
-	// actor's state (a.st.free(), a.st.enabled, a.st.limit), which the
-	// goroutine now owns and writes (actor.apply, pool/actor.go:250) as soon
-	// as it admits a request that picked the credential from the snapshot
-	// Sync published a moment before. The detector sees it only when such an
-	// admission is not ordered after Sync's notify (a fresh request rather
-	// than a woken waiter), hence the many rounds. The reads must happen
-	// before p.start(a).
+	// Many rounds: under -race this phase once caught pool.Sync reading a new
+	// actor's state after starting its goroutine (a race an admission from a
+	// fresh request exposes, not one from a woken waiter).
 	kept := all[2:]
 	for i := range 40 {
 		specs := slices.Clone(kept)

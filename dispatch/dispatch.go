@@ -17,7 +17,13 @@ type Config struct {
 	// MaxAttempts is the most credentials one request tries. Default 5.
 	MaxAttempts int
 	// RetryDeadline bounds the time one request spends finding a credential
-	// (attempts, back-off, queueing), from the start of Do. Default 60 s.
+	// (attempts, back-off, queueing), from the start of Do. Each attempt runs
+	// under a context that ends then, so an upstream that hangs is abandoned
+	// at the deadline (and counted as a timeout against its credential).
+	// Since a Call holds that context until it commits, the deadline also
+	// bounds the time to a stream's first event and, for a non-streamed
+	// completion (committed once its whole body is read), the whole
+	// completion. Default 60 s.
 	RetryDeadline time.Duration
 	// QueueTimeout bounds the time one request waits for a free slot. Default 30 s.
 	QueueTimeout time.Duration
@@ -93,7 +99,14 @@ type Deps struct {
 
 // Call makes one upstream attempt with cred. nil means the request is
 // committed to cred (a 200, and for a stream its first event parsed). An
-// error is classified with Classify.
+// error is classified with Classify (against the request's context: when
+// ctx ended at the retry deadline but the request's context did not, the
+// attempt counts as OutcomeTimeout even if the call reports a cancellation).
+//
+// ctx ends at the request's retry deadline and as soon as Call returns.
+// Whatever must outlive a committed call (a stream being relayed) must be
+// bound to the request's own context, and to ctx only until it commits
+// (the api does it with context.AfterFunc(ctx, cancel) and its stop).
 type Call func(ctx context.Context, cred pool.Credential) error
 
 // Dispatcher runs each request's attempts over the pool's credentials.
@@ -145,17 +158,23 @@ type request struct {
 	backoffs int
 	last     error
 	lastOut  pool.Outcome
+	outcomes uint32    // bit o set: an attempt ended with outcome o
 	first403 string    // the credential that answered 403 first
 	w        *waiter   // our place in the queue, if any
 	queuedAt time.Time // first time queued
-	woken    bool      // popped for a freed slot since the last Acquire
 }
 
 // Do finds a credential for one request and runs call with it, failing over
 // as the rules say, until call commits (returns nil). It then returns the
 // committed lease: the caller must call its Done with the final outcome
-// and usage. On failure it returns the upstream error itself (client
-// errors; the second 403) or an *Error.
+// and usage. On failure it returns the upstream error itself (a client
+// error; a 403 that ends the request: the second one, or the last answer
+// when nothing else can be tried) or an *Error.
+//
+// Each attempt runs under a context that ends at the request's deadline
+// (Config.RetryDeadline from the start of Do, or ctx's own deadline if
+// sooner) and when the attempt returns: a call that hangs is abandoned at
+// the deadline and counted against its credential as OutcomeTimeout.
 func (d *Dispatcher) Do(ctx context.Context, call Call) (*pool.Lease, error) {
 	start := d.now()
 	r := &request{deadline: start.Add(d.cfg.RetryDeadline)}
@@ -165,7 +184,7 @@ func (d *Dispatcher) Do(ctx context.Context, call Call) (*pool.Lease, error) {
 	d.budget.request(start)
 	lease, err := d.do(ctx, call, r)
 	if r.w != nil {
-		d.q.leave(r.w)
+		d.q.leave(r.w, false)
 	}
 	if !r.queuedAt.IsZero() {
 		d.m.waitTime.Observe(d.now().Sub(r.queuedAt).Seconds())
@@ -182,6 +201,22 @@ func (d *Dispatcher) do(ctx context.Context, call Call, r *request) (*pool.Lease
 		if err := ctx.Err(); err != nil {
 			return nil, canceled(err)
 		}
+		if r.attempts == 0 && r.queuedAt.IsZero() {
+			// A new request: first in, first out. While others wait for a
+			// slot it queues behind them instead of leasing.
+			w, full := d.q.enter()
+			if full {
+				return nil, d.queueFull(r)
+			}
+			if w != nil {
+				r.w = w
+				d.queued(r)
+				if err := d.sleep(ctx, r); err != nil {
+					return nil, err
+				}
+				continue
+			}
+		}
 		epoch := d.pool.Epoch()
 		lease, err := d.pool.Acquire(r.tried, r.attempts+1)
 		if errors.Is(err, pool.ErrBusy) {
@@ -191,22 +226,28 @@ func (d *Dispatcher) do(ctx context.Context, call Call, r *request) (*pool.Lease
 			continue
 		}
 		if r.w != nil {
-			d.q.leave(r.w) // found a lease (or the end) while queued
+			d.q.leave(r.w, err == nil)
 			r.w = nil
 		}
-		if err != nil {
-			return nil, d.unavailable(err, r.attempts, r.last)
+		switch {
+		case errors.Is(err, pool.ErrUnavailable) && r.attempts > 0:
+			return nil, d.giveUp(r, stopNothingLeft)
+		case err != nil:
+			return nil, d.unavailable(err, r.last)
 		}
 		r.attempts++
 		if r.attempts > 1 {
 			d.m.retry(r.lastOut)
 		}
 		cred := lease.Credential()
-		err = attempt(ctx, call, lease)
+		err, timedOut := attempt(ctx, call, lease, r.deadline)
 		if err == nil {
 			return lease, nil
 		}
 		o := Classify(ctx, err)
+		if timedOut && o == pool.OutcomeCanceled {
+			o = pool.OutcomeTimeout // our deadline cut the call, not the client
+		}
 		lease.Finish(pool.Result{Outcome: o, RetryAfter: pool.RetryAfterOf(err), Err: err})
 		switch o {
 		case pool.OutcomeClientError:
@@ -220,6 +261,7 @@ func (d *Dispatcher) do(ctx context.Context, call Call, r *request) (*pool.Lease
 		d.log.Debug("dispatch: attempt failed", "credential", cred.ID, "attempt", r.attempts,
 			"outcome", o.String(), "err", err)
 		r.last, r.lastOut = err, o
+		r.outcomes |= 1 << o
 		r.tried = append(r.tried, cred.ID)
 		if o == pool.OutcomeForbidden {
 			if r.first403 != "" && r.first403 != cred.ID {
@@ -233,31 +275,44 @@ func (d *Dispatcher) do(ctx context.Context, call Call, r *request) (*pool.Lease
 	}
 }
 
-// attempt runs call; if it panics (http.ErrAbortHandler, a bug), the lease
-// is released without penalty before the panic goes on.
-func attempt(ctx context.Context, call Call, lease *pool.Lease) error {
+// attempt runs call under a context that ends at deadline and when call
+// returns; timedOut reports that the deadline, not ctx, ended it. If call
+// panics (http.ErrAbortHandler, a bug), the lease is released without
+// penalty before the panic goes on.
+func attempt(ctx context.Context, call Call, lease *pool.Lease, deadline time.Time) (err error, timedOut bool) {
+	var (
+		actx   context.Context
+		cancel context.CancelFunc
+	)
+	if dl, ok := ctx.Deadline(); ok && !dl.After(deadline) {
+		actx, cancel = context.WithCancel(ctx) // the client's deadline: no timer of ours to race it
+	} else {
+		actx, cancel = context.WithDeadline(ctx, deadline)
+	}
+	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
 			lease.Done(pool.OutcomeCanceled, pool.Usage{})
 			panic(r)
 		}
 	}()
-	return call(ctx, lease.Credential())
+	err = call(actx, lease.Credential())
+	timedOut = err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded)
+	return err, timedOut
 }
 
 // next decides whether the request may try another credential, and waits
 // the request's back-off where the rules ask for one.
 func (d *Dispatcher) next(ctx context.Context, r *request) error {
 	if r.attempts >= d.cfg.MaxAttempts {
-		return d.exhausted(r)
+		return d.giveUp(r, stopAttempts)
 	}
 	now := d.now()
 	if !now.Before(r.deadline) {
-		return d.exhausted(r)
+		return d.giveUp(r, stopDeadline)
 	}
 	if !d.budget.retry(now) {
-		return &Error{Kind: BudgetExhausted, Last: r.last,
-			Message: "the upstream is failing; the retry budget is spent, so the request was not retried"}
+		return d.giveUp(r, stopBudget)
 	}
 	switch r.lastOut {
 	case pool.OutcomeServerError, pool.OutcomeTransport, pool.OutcomeTimeout, pool.OutcomeStreamBroken:
@@ -270,10 +325,10 @@ func (d *Dispatcher) next(ctx context.Context, r *request) error {
 	}
 	r.backoffs++
 	if now.Add(wait).After(r.deadline) {
-		return d.exhausted(r) // never sleep past the deadline
+		return d.giveUp(r, stopDeadline) // never sleep past the deadline
 	}
 	if d.pool.Untried(r.tried) == 0 {
-		return d.exhausted(r) // nothing left to wait for
+		return d.giveUp(r, stopNothingLeft) // nothing left to wait for
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -285,24 +340,41 @@ func (d *Dispatcher) next(ctx context.Context, r *request) error {
 	}
 }
 
-// exhausted is the error when attempts or time ran out: AllRateLimited when
-// that is the whole story, else UpstreamFailed.
-func (d *Dispatcher) exhausted(r *request) *Error {
-	if r.lastOut == pool.OutcomeRateLimited || r.lastOut == pool.OutcomeQuotaExhausted {
-		if e := d.unavailable(pool.ErrUnavailable, 0, r.last); e.Kind == AllRateLimited {
-			return e
-		}
-	}
-	return d.failed(r.attempts, r.last)
-}
-
-// wait keeps the request in the queue until a slot may be free; nil means
-// try Acquire again.
-func (d *Dispatcher) wait(ctx context.Context, r *request, epoch uint64) error {
+// queued starts the request's queue clock (once).
+func (d *Dispatcher) queued(r *request) {
 	now := d.now()
+	if r.queuedAt.IsZero() {
+		r.queuedAt = now
+	}
 	if r.queueEnd.IsZero() {
 		r.queueEnd = now.Add(d.cfg.QueueTimeout)
 	}
+}
+
+// wait keeps the request in the queue after Acquire found every credential
+// it may use busy; nil means try Acquire again.
+func (d *Dispatcher) wait(ctx context.Context, r *request, epoch uint64) error {
+	restricted := len(r.tried) > 0
+	if r.w != nil {
+		d.q.busy(r.w, restricted)
+	} else {
+		// At the front for a request that was served before (failing over)
+		// or has waited before.
+		r.w = d.q.push(r.attempts > 0 || !r.queuedAt.IsZero(), restricted)
+		if r.w == nil {
+			return d.queueFull(r)
+		}
+		d.queued(r)
+	}
+	if d.pool.Epoch() != epoch {
+		return nil // capacity freed since our Acquire: try again now, keeping our place
+	}
+	return d.sleep(ctx, r)
+}
+
+// sleep waits for a signal to the request's waiter; nil means try again.
+func (d *Dispatcher) sleep(ctx context.Context, r *request) error {
+	now := d.now()
 	end := r.queueEnd
 	if r.deadline.Before(end) {
 		end = r.deadline
@@ -310,41 +382,21 @@ func (d *Dispatcher) wait(ctx context.Context, r *request, epoch uint64) error {
 	if !now.Before(end) {
 		return d.queueTimeout(r)
 	}
-	if r.w != nil && d.q.claim(r.w) {
-		r.w, r.woken = nil, true // popped since our last try, and it did not help
-	}
-	if r.woken && len(r.tried) > 0 {
-		// The slot that woke us may be on a credential we already tried:
-		// let the next waiter have a go at it.
-		d.q.wake(1)
-	}
-	r.woken = false
-	if r.w == nil {
-		r.w = d.q.push(!r.queuedAt.IsZero())
-		if r.w == nil {
-			return &Error{Kind: QueueFull, RetryAfter: d.cfg.BusyRetryAfter, Last: r.last, Message: fmt.Sprintf(
-				"every credential is busy and %d requests are already waiting; retry later", d.cfg.QueueMax)}
-		}
-		if r.queuedAt.IsZero() {
-			r.queuedAt = now
-		}
-	}
-	if d.pool.Epoch() != epoch {
-		return nil // capacity freed since our Acquire: try again now, keeping our place
-	}
 	t := time.NewTimer(end.Sub(now))
 	defer t.Stop()
 	select {
 	case <-r.w.ch:
-		if d.q.claim(r.w) {
-			r.w, r.woken = nil, true
-		}
 		return nil
 	case <-t.C:
 		return d.queueTimeout(r)
 	case <-ctx.Done():
 		return canceled(ctx.Err())
 	}
+}
+
+func (d *Dispatcher) queueFull(r *request) *Error {
+	return &Error{Kind: QueueFull, RetryAfter: d.cfg.BusyRetryAfter, Last: r.last, Message: fmt.Sprintf(
+		"every credential is busy and %d requests are already waiting; retry later", d.cfg.QueueMax)}
 }
 
 func (d *Dispatcher) queueTimeout(r *request) *Error {

@@ -7,9 +7,12 @@
 // error, timeout or broken stream. Client errors and cancellation return at
 // once without penalty; a second 403 from another credential is returned to
 // the client. Attempts (MaxAttempts), time (RetryDeadline, the request's own
-// deadline) and a retry budget shared by all requests bound the failover.
-// When every usable credential is at its limit the request waits in a
-// bounded FIFO queue woken by the pool's capacity notifications. Failures
-// that are not the upstream's own error come back as *Error with a Kind,
-// a client-safe message and a Retry-After.
+// deadline, which also bounds each attempt until it commits) and a retry
+// budget shared by all requests bound the failover. When every usable
+// credential is at its limit the request waits in a bounded FIFO queue
+// woken by the pool's capacity notifications; a new request queues behind
+// waiting ones instead of overtaking them. Failures that are not the
+// upstream's own error come back as *Error with a Kind, a client-safe
+// message and a Retry-After (see giveUp for which answer a request that
+// ran out of options gets).
 package dispatch

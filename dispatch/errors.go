@@ -117,26 +117,22 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-// unavailable builds the error for "no credential can serve this request".
-func (d *Dispatcher) unavailable(acquireErr error, attempts int, last error) *Error {
+// unavailable builds the error for "no credential can serve this request"
+// from the pool's availability, for a request that has made no attempt (or
+// whose failures say less than the pool's state does).
+func (d *Dispatcher) unavailable(acquireErr error, last error) *Error {
 	if errors.Is(acquireErr, pool.ErrClosed) {
 		return &Error{Kind: NoCredentials, Message: "the credential pool is not running", Last: last}
 	}
-	a := d.pool.Availability()
-	now := d.now()
+	return unavailableFrom(d.pool.Availability(), d.now(), last)
+}
+
+func unavailableFrom(a pool.Availability, now time.Time, last error) *Error {
 	switch {
 	case a.Enabled == 0:
 		return &Error{Kind: NoCredentials, Message: "no credentials are configured or enabled", Last: last}
 	case a.Ready == 0 && a.Cooling == 0 && a.RateLimited > 0:
-		s := seconds(a.NextRateLimitEnd.Sub(now))
-		msg := fmt.Sprintf("all %d %s rate limited; earliest retry in %d s",
-			a.RateLimited, plural(a.RateLimited, "credential is", "credentials are"), s)
-		if a.Invalid > 0 {
-			msg += fmt.Sprintf(" (%d more %s invalid)", a.Invalid, plural(a.Invalid, "is", "are"))
-		}
-		return &Error{Kind: AllRateLimited, Message: msg, RetryAfter: time.Duration(s) * time.Second, Last: last}
-	case attempts > 0:
-		return d.failed(attempts, last)
+		return allRateLimited(a, now, last)
 	case a.Ready == 0 && a.Cooling+a.RateLimited == 0:
 		return &Error{Kind: AllCooling, Last: last, Message: fmt.Sprintf("all %d %s invalid",
 			a.Invalid, plural(a.Invalid, "credential is", "credentials are"))}
@@ -157,7 +153,99 @@ func (d *Dispatcher) unavailable(acquireErr error, attempts int, last error) *Er
 	return &Error{Kind: AllCooling, Message: msg, RetryAfter: time.Duration(s) * time.Second, Last: last}
 }
 
-func (d *Dispatcher) failed(attempts int, last error) *Error {
-	return &Error{Kind: UpstreamFailed, Last: last, Message: fmt.Sprintf("the upstream failed on %d %s",
-		attempts, plural(attempts, "attempt", "attempts"))}
+// allRateLimited is the error when every usable credential is rate limited.
+func allRateLimited(a pool.Availability, now time.Time, last error) *Error {
+	s := seconds(a.NextRateLimitEnd.Sub(now))
+	msg := fmt.Sprintf("all %d %s rate limited; earliest retry in %d s",
+		a.RateLimited, plural(a.RateLimited, "credential is", "credentials are"), s)
+	if a.Invalid > 0 {
+		msg += fmt.Sprintf(" (%d more %s invalid)", a.Invalid, plural(a.Invalid, "is", "are"))
+	}
+	return &Error{Kind: AllRateLimited, Message: msg, RetryAfter: time.Duration(s) * time.Second, Last: last}
+}
+
+// stop is why a request that made attempts may not make another.
+type stop uint8
+
+const (
+	stopAttempts    stop = iota // Config.MaxAttempts reached
+	stopDeadline                // the retry deadline passed, or the back-off would pass it
+	stopBudget                  // the retry budget is spent
+	stopNothingLeft             // no credential it has not tried can serve
+)
+
+// rateLimitedOnly: every failed attempt was a 429 (rate limit or quota).
+const rateLimitedOnly = 1<<pool.OutcomeRateLimited | 1<<pool.OutcomeQuotaExhausted
+
+// upstreamFailure: the outcome is the upstream's failure to answer (as
+// opposed to an answer about the credential: 429, 401, 403).
+func upstreamFailure(o pool.Outcome) bool {
+	switch o {
+	case pool.OutcomeServerError, pool.OutcomeTransport, pool.OutcomeTimeout, pool.OutcomeStreamBroken:
+		return true
+	}
+	return false
+}
+
+// giveUp is the answer to a request that made attempts and may make no
+// more, in this order:
+//   - its last answer was a 403: that 403 itself (the api passes the
+//     upstream's refusal on), as for the second 403;
+//   - every failure was a 429: AllRateLimited (see rateLimited);
+//   - the retry budget is spent: BudgetExhausted;
+//   - no credential is left, none is ready and the last failure was not
+//     the upstream's (e.g. a 401): what the pool's state says (AllCooling,
+//     AllRateLimited, NoCredentials), as for a request that made no attempt;
+//   - else (attempts or time ran out on 5xx, transport errors, timeouts,
+//     broken streams): UpstreamFailed.
+func (d *Dispatcher) giveUp(r *request, why stop) error {
+	switch {
+	case r.lastOut == pool.OutcomeForbidden:
+		return r.last
+	case r.outcomes != 0 && r.outcomes&^rateLimitedOnly == 0:
+		return d.rateLimited(r)
+	case why == stopBudget:
+		return &Error{Kind: BudgetExhausted, Last: r.last,
+			Message: "the upstream is failing; the retry budget is spent, so the request was not retried"}
+	case why == stopNothingLeft && !upstreamFailure(r.lastOut):
+		if a := d.pool.Availability(); a.Ready == 0 {
+			return unavailableFrom(a, d.now(), r.last)
+		}
+	}
+	return d.failed(r, why)
+}
+
+// rateLimited is the error for a request whose every attempt met a 429.
+// When every usable credential is rate limited the message counts them all
+// ("all 12 credentials are rate limited; earliest retry in 41 s"); when
+// some could still serve (the request ran out of attempts, time or retry
+// budget first) it counts the credentials this request tried, which is what
+// it knows to be limited ("all 5 credentials tried are rate limited; …").
+// RetryAfter is the earliest end of a rate-limit cooldown in the pool, in
+// whole seconds rounded up (1 s if none is cooling any more).
+func (d *Dispatcher) rateLimited(r *request) *Error {
+	a := d.pool.Availability()
+	now := d.now()
+	if a.Ready == 0 && a.Cooling == 0 && a.RateLimited > 0 {
+		return allRateLimited(a, now, r.last)
+	}
+	s := 1
+	if !a.NextRateLimitEnd.IsZero() {
+		s = seconds(a.NextRateLimitEnd.Sub(now))
+	}
+	n := len(r.tried)
+	msg := fmt.Sprintf("all %d credentials tried are rate limited; earliest retry in %d s", n, s)
+	if n == 1 {
+		msg = fmt.Sprintf("the credential tried is rate limited; earliest retry in %d s", s)
+	}
+	return &Error{Kind: AllRateLimited, Message: msg, RetryAfter: time.Duration(s) * time.Second, Last: r.last}
+}
+
+// failed is UpstreamFailed: attempts or time ran out on upstream failures.
+func (d *Dispatcher) failed(r *request, why stop) *Error {
+	msg := fmt.Sprintf("the upstream failed on %d %s", r.attempts, plural(r.attempts, "attempt", "attempts"))
+	if why == stopDeadline && r.lastOut == pool.OutcomeTimeout {
+		msg += fmt.Sprintf("; the last did not answer within the %d s retry deadline", seconds(d.cfg.RetryDeadline))
+	}
+	return &Error{Kind: UpstreamFailed, Last: r.last, Message: msg}
 }

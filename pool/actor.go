@@ -79,17 +79,26 @@ type outcomeMsg struct {
 //   - outcomes (buffered, at least the limit): never dropped, and taken
 //     before admissions. Lease.Finish blocks until the actor has applied the
 //     outcome (an ack); the actor never blocks on anything but its own
-//     select (no I/O, background work is handed off without blocking), so
-//     this is one short round trip, and the pool's state is exact once Done
-//     returns. Once the actor has stopped (pool stopped, or the credential
-//     removed and drained) the send is abandoned: there is nothing to release.
+//     select (no I/O: persistence, credits checks and even its log lines are
+//     handed to the pool's loops without blocking), so this is one short
+//     round trip, and the pool's state is exact once Done returns. Once the
+//     actor has stopped (pool stopped, or the credential removed and
+//     drained) the send is abandoned: there is nothing to release.
 type actor struct {
 	p        *Pool
 	e        *entry
 	mailbox  chan message
 	outcomes chan outcomeMsg
 	done     chan struct{} // closed when the goroutine exits
-	started  bool          // guarded by Pool.mu
+	// started is set under Pool.mu before the goroutine starts and never
+	// changes after, so the goroutine may read it too.
+	started bool
+
+	// Guarded by Pool.mu (Sync's bookkeeping, never read by the goroutine).
+	spec      Spec      // the last spec sent, MaxConcurrency resolved
+	stateAt   time.Time // UpdatedAt of the last stored state offered
+	stateSent bool      // a stored state was offered
+	syncGen   uint64    // the last Sync that listed this credential
 
 	// Owned by the goroutine (or by the pool, under Pool.mu, before start).
 	st      state
@@ -111,6 +120,7 @@ func (p *Pool) newActor(s Spec, slot int) *actor {
 		outcomes: make(chan outcomeMsg, max(16, s.MaxConcurrency)),
 		done:     make(chan struct{}),
 		st:       state{enabled: s.Enabled, limit: s.MaxConcurrency},
+		spec:     s,
 	}
 	e.a = a
 	a.counter.init(p.m, s.ID)
@@ -286,15 +296,29 @@ func (a *actor) effects(fx effects) {
 		if !persisted(healthCooling, a.st.reason) {
 			level = slog.LevelDebug // a short back-off after a 5xx or transport error
 		}
-		p.log.Log(context.Background(), level, "pool: credential cooling down", "credential", id,
-			"reason", a.st.reason.String(), "until", a.st.until, "consecutive_failures", a.st.failures)
+		a.log(level, "pool: credential cooling down", slog.String("credential", id),
+			slog.String("reason", a.st.reason.String()), slog.Time("until", a.st.until),
+			slog.Int("consecutive_failures", a.st.failures))
 	}
 	if fx.invalid {
-		p.log.Warn("pool: credential invalid", "credential", id, "reason", a.st.reason.String(), "last_error", a.st.lastErr)
+		a.log(slog.LevelWarn, "pool: credential invalid", slog.String("credential", id),
+			slog.String("reason", a.st.reason.String()), slog.String("last_error", a.st.lastErr))
 	}
 	if fx.recovered && a.st.health == healthReady {
-		p.log.Info("pool: credential ready", "credential", id)
+		a.log(slog.LevelInfo, "pool: credential ready", slog.String("credential", id))
 	}
+}
+
+// log writes a line about the credential. A running actor does no I/O: it
+// hands the record to the pool's log loop without blocking (see
+// Pool.enqueueLog). Before the actor starts, apply runs on the caller of
+// Sync or Reset, which may write at once.
+func (a *actor) log(level slog.Level, msg string, attrs ...slog.Attr) {
+	if !a.started {
+		a.p.log.LogAttrs(context.Background(), level, msg, attrs...)
+		return
+	}
+	a.p.enqueueLog(level, msg, attrs...)
 }
 
 // arm points the timer at the state's next wake-up.

@@ -2,22 +2,30 @@ package pool
 
 import (
 	"context"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
-// The pool's two background loops do the I/O that actors must not do:
-// writing cooldowns to the StateStore and running credits checks. Actors
-// hand work over without blocking (a mutex-guarded set and a buffered(1)
-// signal), so a slow store or upstream never stalls an actor. Both sets are
-// bounded by the number of credentials: persistence keeps the latest write
-// per credential, and an actor has at most one check outstanding.
+// The pool's background loops do the I/O that actors must not do: writing
+// cooldowns to the StateStore, running credits checks and writing the
+// actors' log lines. Actors hand work over without blocking (a mutex-guarded
+// set and a buffered(1) signal, or a bounded channel), so a slow store,
+// upstream or log sink never stalls an actor, nor therefore Lease.Done. The
+// persist and check sets are bounded by the number of credentials:
+// persistence keeps the latest write per credential, and an actor has at
+// most one check outstanding. The log queue holds logQueueSize records; when
+// it is full a record is dropped and counted (Pool.LogsDropped, the metric
+// atlassian_proxy_pool_log_records_dropped_total), and the log loop reports
+// the count in a warning once it catches up.
 
 const (
 	persistTimeout = 5 * time.Second // one store write
 	flushTimeout   = 2 * time.Second // the last writes at shutdown
+	logQueueSize   = 256             // actor log records waiting for the log loop
 )
 
 type persistJob struct {
@@ -36,12 +44,71 @@ type background struct {
 	checks     []checkJob
 	persistSig chan struct{} // buffered(1)
 	checkSig   chan struct{} // buffered(1)
+
+	logs         chan slog.Record // buffered(logQueueSize); full: drop and count
+	logsDropped  atomic.Int64
+	logsReported int64 // owned by the log loop (then by Run, after it)
 }
 
 func (b *background) init() {
 	b.persists = map[string]persistJob{}
 	b.persistSig = make(chan struct{}, 1)
 	b.checkSig = make(chan struct{}, 1)
+	b.logs = make(chan slog.Record, logQueueSize)
+}
+
+// enqueueLog hands a log record to the log loop without blocking; when the
+// queue is full the record is dropped and counted.
+func (p *Pool) enqueueLog(level slog.Level, msg string, attrs ...slog.Attr) {
+	if !p.log.Enabled(context.Background(), level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.AddAttrs(attrs...)
+	select {
+	case p.bg.logs <- r:
+	default:
+		p.bg.logsDropped.Add(1)
+	}
+}
+
+// LogsDropped is the number of actor log records dropped because the log
+// queue was full (the log sink could not keep up).
+func (p *Pool) LogsDropped() int64 { return p.bg.logsDropped.Load() }
+
+// logLoop writes the actors' log records until ctx is done. Run writes
+// what is left (flushLogs) once every actor has stopped.
+func (p *Pool) logLoop(ctx context.Context) {
+	for {
+		select {
+		case r := <-p.bg.logs:
+			p.writeLog(r)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// flushLogs writes the records still queued; no actor may be running.
+func (p *Pool) flushLogs() {
+	for {
+		select {
+		case r := <-p.bg.logs:
+			p.writeLog(r)
+		default:
+			return
+		}
+	}
+}
+
+// writeLog writes one record, then reports records dropped since the last
+// report. Only the log loop (or Run, after it) calls it.
+func (p *Pool) writeLog(r slog.Record) {
+	_ = p.log.Handler().Handle(context.Background(), r)
+	if n := p.bg.logsDropped.Load(); n > p.bg.logsReported {
+		p.log.Warn("pool: the log queue was full; log records were dropped", "dropped", n-p.bg.logsReported)
+		p.bg.logsReported = n
+	}
 }
 
 func signal(c chan struct{}) {

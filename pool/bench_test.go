@@ -64,3 +64,22 @@ func BenchmarkAcquire(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSyncUnchanged is a resync (the syncer runs one whenever the store
+// changes) of 10,000 running credentials whose specs did not change: it must
+// not message the actors nor rebuild the snapshot.
+func BenchmarkSyncUnchanged(b *testing.B) {
+	for _, n := range []int{10, 10000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			p := newPool(b, Config{}, Deps{})
+			sp := specs(n, 4)
+			p.Sync(sp, nil)
+			start(b, p)
+			settle(b, p)
+			b.ReportAllocs()
+			for b.Loop() {
+				p.Sync(sp, nil)
+			}
+		})
+	}
+}

@@ -41,7 +41,8 @@ type Usage struct {
 type Result struct {
 	Outcome Outcome
 	Usage   Usage
-	// RetryAfter is how long the upstream asked to wait (429), zero when unknown.
+	// RetryAfter is how long the upstream asked to wait (429; also a 5xx or
+	// 529, whose cooldown it lengthens up to 5 minutes), zero when unknown.
 	RetryAfter time.Duration
 	// Err is the attempt's error, if any. Only a redacted, shortened form of its
 	// text is kept (as the credential's last error).

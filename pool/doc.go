@@ -6,9 +6,10 @@
 // concurrency limit, its back-off and its counters. Every change goes
 // through a pure transition function, (state, event, now) → (state,
 // effects), so the rules are table-tested; the actor carries out the
-// effects, none of which is network or store I/O: writing cooldowns to the
-// StateStore and the credits checks of invalid or 403'd credentials run on
-// two pool-owned loops.
+// effects, none of which is I/O: writing cooldowns to the StateStore, the
+// credits checks of invalid or 403'd credentials and the actors' log lines
+// run on pool-owned loops (the log queue is bounded and drops, counted,
+// when full).
 //
 // Picking never messages every actor. Each actor publishes its place in a
 // lock-free index (a bitset per in-flight level, with summary words, read

@@ -38,7 +38,11 @@ func newMetrics(reg prometheus.Registerer, p *Pool) (*metrics, error) {
 			m.cooldowns.WithLabelValues(o.String())
 		}
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.cooldowns, m.checks, newCollector(p)} {
+	logsDropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "pool", Name: "log_records_dropped_total",
+		Help: "Credential log records dropped because the pool's log queue was full.",
+	}, func() float64 { return float64(p.LogsDropped()) })
+	for _, c := range []prometheus.Collector{m.attempts, m.cooldowns, m.checks, logsDropped, newCollector(p)} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("pool: register metrics: %w", err)
 		}

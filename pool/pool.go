@@ -36,6 +36,8 @@ type Config struct {
 	// BackoffBase and BackoffMax bound a credential's own back-off after
 	// 5xx, transport errors, timeouts and broken streams: BackoffBase doubling
 	// per consecutive failure up to BackoffMax. Defaults 0.5 s and 16 s.
+	// A Retry-After that comes with such a failure (a 503 or 529 that said
+	// when to come back) lengthens the cooldown to it, up to 5 minutes.
 	BackoffBase, BackoffMax time.Duration
 	// BackoffJitter is the ± fraction applied to each back-off. Default 0.2.
 	BackoffJitter float64
@@ -168,8 +170,9 @@ type Pool struct {
 	nextSlot int
 	// runCtx is the pool's lifetime (Run's ctx), kept so that actors added
 	// by Sync while running start under it.
-	runCtx context.Context
-	wg     sync.WaitGroup
+	runCtx  context.Context
+	wg      sync.WaitGroup
+	syncGen uint64 // bumped by every Sync, to mark the actors it saw
 
 	bg background
 }
@@ -196,7 +199,7 @@ func New(cfg Config, deps Deps) (*Pool, error) {
 	p.rules = rules{
 		backoffBase: cfg.BackoffBase, backoffMax: cfg.BackoffMax, jitter: cfg.BackoffJitter,
 		rateLimitCooldown: cfg.RateLimitCooldown, quotaCooldown: cfg.QuotaCooldown,
-		forbiddenCooldown: cfg.ForbiddenCooldown,
+		forbiddenCooldown: cfg.ForbiddenCooldown, serverRetryAfterMax: maxServerRetryAfter,
 	}
 	if deps.Checker != nil {
 		p.rules.recheck = cfg.RecheckInterval
@@ -225,12 +228,13 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.runCtx = ctx
 	freed := 0
 	for _, a := range p.order {
+		freed += a.st.free() // before start: from then on only a's goroutine touches a.st
 		p.start(a)
-		freed += a.st.free()
 	}
 	p.phase.Store(phaseRunning)
 	p.wg.Go(func() { p.persistLoop(ctx) })
 	p.wg.Go(func() { p.checkLoop(ctx) })
+	p.wg.Go(func() { p.logLoop(ctx) })
 	p.mu.Unlock()
 	p.notify(freed) // requests that queued before Run may go (or learn there is nothing)
 
@@ -240,6 +244,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.mu.Unlock()
 	p.notify(0) // waiters learn that the pool is closed
 	p.wg.Wait()
+	p.flushLogs()
 	return nil
 }
 
@@ -286,72 +291,116 @@ func (p *Pool) notify(n int) {
 }
 
 // Sync makes the pool match specs: it starts actors for new credentials,
-// updates changed ones (enabled, limit, secret) in place and stops removed
-// ones, whose leases in flight still finish. states are persisted cooldowns
-// and invalid states (store.ListCredentialStates): they are applied to new
-// credentials, and to existing ones when newer than what the actor knows.
+// updates changed ones (enabled, limit, secret, label) in place and stops
+// removed ones, whose leases in flight still finish. states are persisted
+// cooldowns and invalid states (store.ListCredentialStates): they are applied
+// to new credentials, and offered to existing ones when newer than the last
+// one offered (the actor keeps it only when newer than what it knows).
+//
+// A resync that changes nothing is cheap: it messages no actor and keeps
+// the published snapshot (one map look-up per spec, no allocation per
+// credential), so the syncer may call it on every store change.
 func (p *Pool) Sync(specs []Spec, states []store.CredentialState) {
-	byState := make(map[string]store.CredentialState, len(states))
-	for _, st := range states {
-		byState[st.CredentialID] = st
+	var byState map[string]store.CredentialState
+	if len(states) > 0 {
+		byState = make(map[string]store.CredentialState, len(states))
+		for _, st := range states {
+			byState[st.CredentialID] = st
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.syncGen++
+	gen := p.syncGen
+	running := p.phase.Load() == phaseRunning
 
-	want := make(map[string]Spec, len(specs))
-	var ids []string
+	var (
+		added, changed []*actor
+		updates        []*store.CredentialState // restore for changed[i], may be nil
+		fresh          map[string]bool          // ids of added, to drop duplicates
+		same           = true                   // p.order stays as it is
+		n              int                      // specs kept, in order
+	)
+	order := p.order
 	for _, s := range specs {
 		if s.ID == "" {
 			p.log.Warn("pool: ignoring a credential without id")
 			continue
 		}
-		if _, dup := want[s.ID]; dup {
+		s.MaxConcurrency = p.limitOf(s)
+		a, ok := p.actors[s.ID]
+		switch {
+		case ok && a.syncGen == gen, !ok && fresh[s.ID]:
 			p.log.Warn("pool: ignoring a duplicate credential", "credential", s.ID)
 			continue
-		}
-		want[s.ID] = s
-		ids = append(ids, s.ID)
-	}
-
-	var removed, added, kept []*actor
-	for id, a := range p.actors {
-		if _, ok := want[id]; !ok {
-			removed = append(removed, a)
-			delete(p.actors, id)
-		}
-	}
-	order := make([]*actor, 0, len(ids))
-	for _, id := range ids {
-		s := want[id]
-		s.MaxConcurrency = p.limitOf(s)
-		a, ok := p.actors[id]
-		if !ok {
+		case !ok:
 			a = p.newActor(s, p.slot())
-			if st, ok := byState[id]; ok {
+			if st, ok := byState[s.ID]; ok {
 				a.apply(event{kind: evRestore, stored: st})
+				a.stateAt, a.stateSent = st.UpdatedAt, true
 			}
-			p.actors[id] = a
+			if fresh == nil {
+				fresh = map[string]bool{}
+			}
+			fresh[s.ID] = true
 			added = append(added, a)
-		} else {
-			kept = append(kept, a)
+		default:
+			var restore *store.CredentialState
+			if st, ok := byState[s.ID]; ok && (!a.stateSent || st.UpdatedAt.After(a.stateAt)) {
+				a.stateAt, a.stateSent = st.UpdatedAt, true
+				restore = new(store.CredentialState)
+				*restore = st
+			}
+			if s != a.spec || restore != nil {
+				a.spec = s
+				changed = append(changed, a)
+				updates = append(updates, restore)
+			}
 		}
-		order = append(order, a)
+		a.syncGen = gen
+		if same && (n >= len(p.order) || p.order[n] != a) {
+			same = false
+			order = make([]*actor, n, len(specs))
+			copy(order, p.order[:n])
+		}
+		if !same {
+			order = append(order, a)
+		}
+		n++
 	}
-	p.order = order
+	if same && n < len(p.order) {
+		same, order = false, p.order[:n:n]
+	}
 
-	p.idxMu.Lock()
-	for _, a := range removed {
-		p.detach(a.e)
-	}
-	if p.nextSlot > p.idx.slots {
-		p.grow()
+	var removed []*actor
+	if len(p.actors)+len(added) > n { // some were not in specs
+		for id, a := range p.actors {
+			if a.syncGen != gen {
+				removed = append(removed, a)
+				delete(p.actors, id)
+			}
+		}
 	}
 	for _, a := range added {
-		a.e.attached = true
-		p.setLevelLocked(a.e, a.st.level())
+		p.actors[a.e.id] = a
 	}
-	p.publish()
-	p.idxMu.Unlock()
+
+	if !same {
+		p.order = order
+		p.idxMu.Lock()
+		for _, a := range removed {
+			p.detach(a.e)
+		}
+		if p.nextSlot > p.idx.slots {
+			p.grow()
+		}
+		for _, a := range added {
+			a.e.attached = true
+			p.setLevelLocked(a.e, a.st.level())
+		}
+		p.publish()
+		p.idxMu.Unlock()
+	}
 
 	if len(removed) > 0 {
 		defer p.notify(0)
@@ -364,19 +413,16 @@ func (p *Pool) Sync(specs []Spec, states []store.CredentialState) {
 	}
 	freed := 0
 	for _, a := range added {
-		if p.phase.Load() == phaseRunning {
+		// Read a.st before start: from then on only a's goroutine touches it.
+		free, enabled, limit := a.st.free(), a.st.enabled, a.st.limit
+		if running {
 			p.start(a)
 		}
-		freed += a.st.free()
-		p.log.Info("pool: credential added", "credential", a.e.id, "enabled", a.st.enabled, "limit", a.st.limit)
+		freed += free
+		p.log.Info("pool: credential added", "credential", a.e.id, "enabled", enabled, "limit", limit)
 	}
-	for _, a := range kept {
-		s := want[a.e.id]
-		var st *store.CredentialState
-		if v, ok := byState[a.e.id]; ok {
-			st = &v
-		}
-		a.update(s, st)
+	for i, a := range changed {
+		a.update(a.spec, updates[i])
 	}
 	if freed > 0 {
 		p.notify(freed)

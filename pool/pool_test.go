@@ -192,6 +192,45 @@ func TestBackoffCooldowns(t *testing.T) {
 	})
 }
 
+// TestServerErrorRetryAfter: a 5xx or 529 that says when to come back
+// cools the credential for that long (when longer than its own back-off),
+// at most 5 minutes.
+func TestServerErrorRetryAfter(t *testing.T) {
+	tests := []struct {
+		name       string
+		outcome    Outcome
+		retryAfter time.Duration
+		lo, hi     time.Duration // the cooldown's bounds
+	}{
+		{"503 Retry-After 30 s", OutcomeServerError, 30 * time.Second, 30 * time.Second, 30 * time.Second},
+		{"529 Retry-After 2 h is capped", OutcomeServerError, 2 * time.Hour, 5 * time.Minute, 5 * time.Minute},
+		{"shorter than the back-off", OutcomeServerError, 100 * time.Millisecond, 400 * time.Millisecond, 600 * time.Millisecond},
+		{"none: the back-off", OutcomeServerError, 0, 400 * time.Millisecond, 600 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := newPool(t, Config{}, Deps{})
+				p.Sync([]Spec{spec("a", 4)}, nil)
+				start(t, p)
+				synctest.Wait()
+				begin := time.Now()
+				mustAcquire(t, p).Finish(Result{Outcome: tt.outcome, RetryAfter: tt.retryAfter, Err: errBoom})
+				st := statusOf(t, p, "a")
+				if d := st.CooldownUntil.Sub(begin); st.State != StateCooling || d < tt.lo || d > tt.hi {
+					t.Fatalf("got %s for %v, want cooling for %v to %v", st.State, d, tt.lo, tt.hi)
+				}
+				if st.Reason != tt.outcome.String() || st.ConsecutiveFailures != 1 {
+					t.Errorf("got reason %s and %d failures, want %s and 1", st.Reason, st.ConsecutiveFailures, tt.outcome)
+				}
+				time.Sleep(st.CooldownUntil.Sub(time.Now()))
+				synctest.Wait()
+				mustAcquire(t, p).Done(OutcomeSuccess, Usage{})
+			})
+		})
+	}
+}
+
 func TestInvalidRecheckCadence(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		checker := &scriptedChecker{outcome: OutcomeUnauthorized}

@@ -35,7 +35,14 @@ type rules struct {
 	// recheck is the interval between credits checks of an invalid
 	// credential; zero when the pool has no Checker.
 	recheck time.Duration
+	// serverRetryAfterMax caps a Retry-After that comes with a 5xx, 529 or
+	// other back-off failure (zero: such a Retry-After is ignored).
+	serverRetryAfterMax time.Duration
 }
+
+// maxServerRetryAfter is rules.serverRetryAfterMax: a server that asks for
+// more is still tried again after 5 minutes.
+const maxServerRetryAfter = 5 * time.Minute
 
 // state is everything an actor knows about its credential's health.
 type state struct {
@@ -261,7 +268,11 @@ func (s *state) onOutcome(r rules, ev event, now time.Time, fx *effects) {
 		}
 	default: // server error, transport, timeout, stream broken, unknown
 		s.failures++
-		s.cool(now, now.Add(r.backoff(s.failures, ev.jitter)), o, fx)
+		d := r.backoff(s.failures, ev.jitter)
+		if ev.retryAfter > 0 { // a 503 or 529 that said when to come back
+			d = max(d, min(ev.retryAfter, r.serverRetryAfterMax))
+		}
+		s.cool(now, now.Add(d), o, fx)
 	}
 }
 

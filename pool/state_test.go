@@ -14,6 +14,7 @@ var (
 		backoffBase: 500 * time.Millisecond, backoffMax: 16 * time.Second, jitter: 0.2,
 		rateLimitCooldown: 10 * time.Second, quotaCooldown: time.Hour,
 		forbiddenCooldown: time.Minute, recheck: 5 * time.Minute,
+		serverRetryAfterMax: 5 * time.Minute,
 	}
 )
 
@@ -180,6 +181,27 @@ func TestTransitionOutcomes(t *testing.T) {
 			"disabled":             check(persist(cooling(time.Minute, OutcomeForbidden, 0))),
 		}},
 		{OutcomeServerError, 0, backoff(OutcomeServerError)},
+		{OutcomeServerError, 100 * time.Millisecond, backoff(OutcomeServerError)}, // shorter than the back-off: the back-off
+		{OutcomeServerError, 30 * time.Second, map[string]want{ // a 503 or 529 with Retry-After: 30
+			"ready":                cooling(30*time.Second, OutcomeServerError, 1),
+			"full":                 cooling(30*time.Second, OutcomeServerError, 1),
+			"cooling-backoff":      cooling(30*time.Second, OutcomeServerError, 4),
+			"cooling-rate-limited": cooling(30*time.Second, OutcomeRateLimited, 1), // not longer: kept
+			"cooling-forbidden":    cooling(time.Minute, OutcomeForbidden, 1),
+			"cooling-expired":      cooling(30*time.Second, OutcomeServerError, 1),
+			"invalid":              invalid(OutcomeUnauthorized, 1),
+			"disabled":             cooling(30*time.Second, OutcomeServerError, 1),
+		}},
+		{OutcomeServerError, 2 * time.Hour, map[string]want{ // capped at 5 minutes
+			"ready":                cooling(5*time.Minute, OutcomeServerError, 1),
+			"full":                 cooling(5*time.Minute, OutcomeServerError, 1),
+			"cooling-backoff":      cooling(5*time.Minute, OutcomeServerError, 4),
+			"cooling-rate-limited": cooling(5*time.Minute, OutcomeServerError, 1),
+			"cooling-forbidden":    cooling(5*time.Minute, OutcomeServerError, 1),
+			"cooling-expired":      cooling(5*time.Minute, OutcomeServerError, 1),
+			"invalid":              invalid(OutcomeUnauthorized, 1),
+			"disabled":             cooling(5*time.Minute, OutcomeServerError, 1),
+		}},
 		{OutcomeTransport, 0, backoff(OutcomeTransport)},
 		{OutcomeTimeout, 0, backoff(OutcomeTimeout)},
 		{OutcomeStreamBroken, 0, backoff(OutcomeStreamBroken)},
