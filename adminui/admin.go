@@ -38,6 +38,9 @@ type Config struct {
 	LoginWindow time.Duration
 	// MaxBodyBytes limits request bodies (default 1 MiB).
 	MaxBodyBytes int64
+	// BodyReadTimeout is how long a client may take to send a request
+	// body (408 after it; default 30 s).
+	BodyReadTimeout time.Duration
 	// TrustedOrigins are extra origins ("https://admin.example.com") whose
 	// cross-origin requests are allowed, for a proxy that rewrites Host.
 	TrustedOrigins []string
@@ -51,6 +54,7 @@ const (
 	DefaultLoginAttemptsTotal = 100
 	DefaultLoginWindow        = time.Minute
 	DefaultMaxBodyBytes       = 1 << 20
+	DefaultBodyReadTimeout    = 30 * time.Second
 )
 
 func (c Config) withDefaults() Config {
@@ -72,6 +76,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if c.BodyReadTimeout == 0 {
+		c.BodyReadTimeout = DefaultBodyReadTimeout
+	}
 	return c
 }
 
@@ -90,6 +97,8 @@ func (c Config) Validate() error {
 		return errors.New("adminui: LoginWindow must not be negative")
 	case c.MaxBodyBytes < 0:
 		return errors.New("adminui: MaxBodyBytes must not be negative")
+	case c.BodyReadTimeout < 0:
+		return errors.New("adminui: BodyReadTimeout must not be negative")
 	}
 	d := c.withDefaults()
 	if d.SessionIdle > d.SessionAbsolute {

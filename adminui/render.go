@@ -7,56 +7,36 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
+	"time"
 	"unicode/utf8"
 
+	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
-// Error types, as on the OpenAI side.
+// The admin API answers in the OpenAI error shape of package openaierr.
+// These short names keep the handlers readable.
 const (
-	typeInvalidRequest = "invalid_request_error"
-	typeAuthentication = "authentication_error"
-	typePermission     = "permission_error"
-	typeNotFound       = "not_found_error"
-	typeRateLimit      = "rate_limit_error"
-	typeServer         = "server_error"
+	typeInvalidRequest = openaierr.TypeInvalidRequest
+	typeAuthentication = openaierr.TypeAuthentication
+	typePermission     = openaierr.TypePermission
+	typeNotFound       = openaierr.TypeNotFound
+	typeRateLimit      = openaierr.TypeRateLimit
+	typeServer         = openaierr.TypeServer
 )
 
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
-}
-
 // renderError writes {"error":{"message","type","param","code"}}; an empty
-// param or code is null.
+// param or code is null (openaierr.Render).
 func renderError(w http.ResponseWriter, status int, typ, code, param, message string) {
-	d := errorDetail{Message: message, Type: typ}
-	if param != "" {
-		d.Param = &param
-	}
-	if code != "" {
-		d.Code = &code
-	}
-	writeJSON(w, status, errorBody{Error: d})
+	openaierr.Render(w, status, typ, code, param, message)
 }
 
+// writeJSON writes v as the JSON body of a response (openaierr.WriteJSON).
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b = []byte(`{"error":{"message":"internal error","type":"server_error","param":null,"code":"internal_error"}}`)
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	openaierr.WriteJSON(w, status, v)
 }
 
 // renderServiceError maps a Service (or pool) error to its HTTP answer.
@@ -84,14 +64,23 @@ func (a *Admin) renderServiceError(w http.ResponseWriter, r *http.Request, err e
 }
 
 // decodeJSON reads a JSON object body into v: the content type must be
-// JSON (415), the body at most MaxBodyBytes (413), well-formed, one value,
-// no unknown fields, right types (400 naming the field). On failure it has
-// answered and returns false.
+// JSON (415), the body at most MaxBodyBytes (413) and sent within
+// BodyReadTimeout (408), well-formed, one value, no unknown fields, right
+// types (400 naming the field). On failure it has answered and returns
+// false.
 func (a *Admin) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 		renderError(w, http.StatusUnsupportedMediaType, typeInvalidRequest, "unsupported_media_type", "", "the request body must be JSON (Content-Type: application/json)")
 		return false
+	}
+	// A deadline for the body only, lifted once it is read; after a failed
+	// read it stays, so that the server drops the connection rather than
+	// wait for the rest. ErrNotSupported (a writer without deadlines) is
+	// ignored: the server's ReadTimeout is the only bound then.
+	rc := http.NewResponseController(w)
+	if r.ContentLength != 0 { // an empty body has nothing to wait for
+		_ = rc.SetReadDeadline(time.Now().Add(a.cfg.BodyReadTimeout))
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
 	dec.DisallowUnknownFields()
@@ -99,9 +88,15 @@ func (a *Admin) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err == nil {
 		if _, terr := dec.Token(); terr != io.EOF {
 			err = errTrailing
+			if errors.Is(terr, os.ErrDeadlineExceeded) {
+				err = terr
+			}
 		}
 	}
 	if err == nil {
+		if r.ContentLength != 0 {
+			_ = rc.SetReadDeadline(time.Time{})
+		}
 		return true
 	}
 	var (
@@ -110,6 +105,9 @@ func (a *Admin) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		se  *json.SyntaxError
 	)
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		w.Header().Set("Connection", "close")
+		renderError(w, http.StatusRequestTimeout, typeInvalidRequest, "request_timeout", "", "the request body was not received in time")
 	case errors.As(err, &mbe):
 		renderError(w, http.StatusRequestEntityTooLarge, typeInvalidRequest, "request_too_large", "", "the request body is too large")
 	case errors.Is(err, io.EOF):

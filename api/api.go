@@ -14,6 +14,7 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/dispatch"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/observability"
+	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
@@ -22,6 +23,7 @@ import (
 const (
 	DefaultMaxBodyBytes    = 10 << 20
 	DefaultStreamKeepAlive = 15 * time.Second
+	DefaultBodyReadTimeout = 30 * time.Second
 )
 
 // Config tunes the API. The zero value means the documented defaults.
@@ -33,6 +35,12 @@ type Config struct {
 	// comment is sent to keep proxies from closing it. 0 means
 	// DefaultStreamKeepAlive (15 s).
 	StreamKeepAlive time.Duration
+	// BodyReadTimeout is how long a client may take, from the start of a
+	// request, to send its body (408 after it). It bounds the body only:
+	// the deadline is lifted once the body is read, so long streams are
+	// unaffected. It covers the routes mounted with Mount too. 0 means
+	// DefaultBodyReadTimeout (30 s).
+	BodyReadTimeout time.Duration
 }
 
 // Validate reports a Config that cannot be used.
@@ -43,6 +51,9 @@ func (c Config) Validate() error {
 	if c.StreamKeepAlive < 0 {
 		return fmt.Errorf("api: StreamKeepAlive must not be negative, got %s", c.StreamKeepAlive)
 	}
+	if c.BodyReadTimeout < 0 {
+		return fmt.Errorf("api: BodyReadTimeout must not be negative, got %s", c.BodyReadTimeout)
+	}
 	return nil
 }
 
@@ -52,6 +63,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StreamKeepAlive == 0 {
 		c.StreamKeepAlive = DefaultStreamKeepAlive
+	}
+	if c.BodyReadTimeout == 0 {
+		c.BodyReadTimeout = DefaultBodyReadTimeout
 	}
 	return c
 }
@@ -103,12 +117,15 @@ type API struct {
 	disp    Dispatcher
 	ready   func(ctx context.Context) error
 
+	limits tokenLimits // per-token rate limits; Close stops them
+
 	mux     *chi.Mux
 	handler http.Handler
 }
 
 // New checks cfg and deps and builds the API with its router. Metrics are
-// registered on deps.Registerer here, once.
+// registered on deps.Registerer here, once. Close releases what the API
+// starts in the background (the per-token rate limiters).
 func New(cfg Config, deps Deps) (*API, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -161,6 +178,7 @@ func (a *API) routes(reg prometheus.Registerer) {
 		observability.AccessLog(a.logger),
 		observability.HTTPMetrics(reg), // a no-op when reg is nil
 		observability.Recover(a.logger, renderInternal),
+		a.bodyDeadline,
 	)
 	r.NotFound(a.notFound)
 	r.MethodNotAllowed(a.methodNotAllowed)
@@ -177,7 +195,7 @@ func (a *API) routes(reg prometheus.Registerer) {
 }
 
 func (a *API) health(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, statusBody{Status: "ok"})
+	openaierr.WriteJSON(w, http.StatusOK, statusBody{Status: "ok"})
 }
 
 type statusBody struct {
@@ -190,15 +208,15 @@ func (a *API) readiness(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		if err := a.ready(ctx); err != nil {
 			a.logger.LogAttrs(r.Context(), slog.LevelWarn, "not ready", slog.Any("error", err))
-			writeJSON(w, http.StatusServiceUnavailable, statusBody{Status: "unavailable"})
+			openaierr.WriteJSON(w, http.StatusServiceUnavailable, statusBody{Status: "unavailable"})
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, statusBody{Status: "ready"})
+	openaierr.WriteJSON(w, http.StatusOK, statusBody{Status: "ready"})
 }
 
 func (a *API) notFound(w http.ResponseWriter, r *http.Request) {
-	RenderError(w, http.StatusNotFound, typeInvalidRequest, "unknown_url", "",
+	openaierr.Render(w, http.StatusNotFound, openaierr.TypeInvalidRequest, "unknown_url", "",
 		fmt.Sprintf("Unknown request URL: %s %s. Please check the URL for typos.", r.Method, clip(r.URL.Path, 200)))
 }
 
@@ -228,15 +246,7 @@ func (a *API) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	if len(allowed) > 0 {
 		msg += " Allowed: " + strings.Join(allowed, ", ") + "."
 	}
-	RenderError(w, http.StatusMethodNotAllowed, typeInvalidRequest, "method_not_allowed", "", msg)
-}
-
-// writeJSON writes v as a JSON body with status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	// A write error means the client went away; the status is logged.
-	_ = newEncoder(w).Encode(v)
+	openaierr.Render(w, http.StatusMethodNotAllowed, openaierr.TypeInvalidRequest, "method_not_allowed", "", msg)
 }
 
 // clip shortens s to at most n bytes for echoing client input in messages.

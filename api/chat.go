@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/observability"
+	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 )
 
@@ -60,7 +63,7 @@ func (a *API) readChatRequest(w http.ResponseWriter, r *http.Request) (*gateway.
 	}
 	if tok, ok := tokenFrom(r.Context()); ok && !a.allows(tok, m) {
 		return nil, gateway.Model{}, &apiError{
-			status: http.StatusForbidden, typ: typePermission, code: "model_not_allowed", param: "model",
+			status: http.StatusForbidden, typ: openaierr.TypePermission, code: "model_not_allowed", param: "model",
 			message: fmt.Sprintf("This API key is not allowed to use the model '%s'.", clip(req.Model, 200)),
 		}
 	}
@@ -80,7 +83,7 @@ func checkContentType(ct string) *apiError {
 		return nil
 	}
 	return &apiError{
-		status: http.StatusUnsupportedMediaType, typ: typeInvalidRequest, code: "unsupported_media_type",
+		status: http.StatusUnsupportedMediaType, typ: openaierr.TypeInvalidRequest, code: "unsupported_media_type",
 		message: fmt.Sprintf("Unsupported Content-Type '%s': the body must be JSON sent with 'Content-Type: application/json' "+
 			"(with curl, add -H 'Content-Type: application/json').", clip(ct, 100)),
 	}
@@ -97,7 +100,27 @@ func putBodyBuffer(b *bytes.Buffer) {
 	bodyBuffers.Put(b)
 }
 
-// readBody reads the whole body into buf, at most MaxBodyBytes.
+// bodyDeadline gives the client BodyReadTimeout to send a request body,
+// from the start of the request: a client that trickles its body gets a
+// 408 (readBody) instead of holding a handler for ever, and a request
+// refused before its body is read (401, 415, 404 …) cannot hold the
+// server's drain of that body for ever either. readBody lifts the deadline
+// once the body is in, so that the response (a stream, perhaps) is not cut
+// by it. A writer without deadlines (ErrNotSupported) leaves the server's
+// own ReadTimeout as the only bound.
+func (a *API) bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 { // an empty body has nothing to wait for
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(a.cfg.BodyReadTimeout))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// readBody reads the whole body into buf, at most MaxBodyBytes, within
+// the deadline bodyDeadline set, and lifts that deadline. After a failed
+// read the deadline stays, so that the server drops the connection rather
+// than wait for the rest of the body.
 func (a *API) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) *apiError {
 	limit := a.cfg.MaxBodyBytes
 	if r.ContentLength > limit {
@@ -111,14 +134,28 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return tooLarge(limit)
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.Header().Set("Connection", "close")
+			return bodyTimeout(a.cfg.BodyReadTimeout)
+		}
 		return badRequest("", "The request body could not be read.")
+	}
+	if r.ContentLength != 0 {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	}
 	return nil
 }
 
+func bodyTimeout(d time.Duration) *apiError {
+	return &apiError{
+		status: http.StatusRequestTimeout, typ: openaierr.TypeInvalidRequest, code: "request_timeout",
+		message: fmt.Sprintf("The request body was not received within %s. Please retry.", d),
+	}
+}
+
 func tooLarge(limit int64) *apiError {
 	return &apiError{
-		status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest, code: "request_too_large",
+		status: http.StatusRequestEntityTooLarge, typ: openaierr.TypeInvalidRequest, code: "request_too_large",
 		message: fmt.Sprintf("The request body is larger than the limit of %d bytes.", limit),
 	}
 }
@@ -146,7 +183,12 @@ func poolUsage(u *gateway.Usage) pool.Usage {
 // complete runs a non-streamed upstream call through the dispatcher.
 func (a *API) complete(ctx context.Context, m gateway.Model, req *gateway.ChatRequest) (*gateway.ChatCompletion, *pool.Lease, error) {
 	var resp *gateway.ChatCompletion
-	lease, err := a.disp.Do(ctx, func(ctx context.Context, cred pool.Credential) error {
+	lease, err := a.disp.Do(ctx, func(_ context.Context, cred pool.Credential) error {
+		// Not the attempt's context: its RETRY_DEADLINE bounds finding a
+		// credential and a stream's first event, but a non-streamed answer
+		// only arrives when the whole completion is generated, which may take
+		// minutes. A hang is bounded by the transport's response timeout; the
+		// client leaving still cancels at once.
 		c, err := a.up.Complete(ctx, cred, m, req)
 		if err != nil {
 			return err
@@ -169,7 +211,7 @@ func (a *API) completeChat(w http.ResponseWriter, r *http.Request, m gateway.Mod
 	}
 	// The upstream did its work: a client that leaves now does not change that.
 	a.finish(r.Context(), lease, pool.OutcomeSuccess, poolUsage(resp.Usage))
-	writeJSON(w, http.StatusOK, resp)
+	openaierr.WriteJSON(w, http.StatusOK, resp)
 }
 
 // streamCompleted answers a streamed request with tools: one

@@ -4,24 +4,30 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 )
 
+// Decoding runs once, straight into the final types: json.Unmarshal into a
+// gateway.ChatRequest, then validation of the decoded structs. Only when
+// that decode fails (rare: a client bug) is the body decoded again, element
+// by element (locateDecodeError), so that a type error names its index
+// ("messages[2].role"), which encoding/json cannot do.
+
 // wireRequest decodes a chat request with its messages and tools kept raw,
-// so that each one is decoded on its own and a type error names its index
-// ("messages[2].role"), which encoding/json cannot do. The shallower
-// Messages and Tools fields win over those of the embedded ChatRequest.
+// for locateDecodeError. The shallower Messages and Tools fields win over
+// those of the embedded ChatRequest.
 type wireRequest struct {
 	*gateway.ChatRequest
 	Messages []json.RawMessage `json:"messages"`
 	Tools    []json.RawMessage `json:"tools"`
 }
 
-// contentPart is one element of a message's content list.
+// contentPart is one element of a message's content list, decoded one by
+// one to name the part that has a wrong type (validatePartsSlowly).
 type contentPart struct {
 	Type     string    `json:"type"`
 	Text     *string   `json:"text"`
@@ -33,8 +39,90 @@ type imageURL struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// partCheck is contentPart for the single decode of a content list: its
+// decode fails wherever contentPart's does, but it records what the type
+// is and whether text and url are there instead of copying them (a part's
+// text or a data: URL can be most of the body). A part it does not find
+// valid goes to validatePartsSlowly, which decides and names the error.
+type partCheck struct {
+	Type     partType  `json:"type"`
+	Text     present   `json:"text"`
+	ImageURL *urlCheck `json:"image_url"`
+}
+
+type urlCheck struct {
+	URL    nonEmpty `json:"url"`
+	Detail string   `json:"detail"`
+}
+
+// errNotString makes the fast decode of content parts fail on a value
+// contentPart would refuse; the slow path then names it.
+var errNotString = errors.New("not a JSON string")
+
+// partType is the kind a part's type names: partNone until a string is
+// seen.
+type partType uint8
+
+const (
+	partNone  partType = iota // absent, null or ""
+	partText                  // "text"
+	partImage                 // "image_url"
+	partOther                 // any other string
+)
+
+func (k *partType) UnmarshalJSON(b []byte) error {
+	switch {
+	case string(b) == "null":
+		// null leaves a string as it was
+	case len(b) == 0 || b[0] != '"':
+		return errNotString
+	case string(b) == `""`:
+		*k = partNone
+	case string(b) == `"text"`:
+		*k = partText
+	case string(b) == `"image_url"`:
+		*k = partImage
+	default:
+		// Escaped spellings of the two names are partOther here: the
+		// slow path, which decodes them, decides.
+		*k = partOther
+	}
+	return nil
+}
+
+// present is true when a JSON string was given (null: false).
+type present bool
+
+func (p *present) UnmarshalJSON(b []byte) error {
+	switch {
+	case string(b) == "null":
+		*p = false
+	case len(b) > 0 && b[0] == '"':
+		*p = true
+	default:
+		return errNotString
+	}
+	return nil
+}
+
+// nonEmpty is true when a non-empty JSON string was given.
+type nonEmpty bool
+
+func (n *nonEmpty) UnmarshalJSON(b []byte) error {
+	switch {
+	case string(b) == "null":
+		// null leaves a string as it was: "" unless a duplicate key set it.
+	case len(b) > 0 && b[0] == '"':
+		*n = len(b) > 2 // the input is valid JSON: "" is the only empty string
+	default:
+		return errNotString
+	}
+	return nil
+}
+
 // decodeChatRequest parses and validates the body of a chat completions
 // request. Every error is a 400 whose message (and param) names the field.
+// The request keeps no reference to body.
 func decodeChatRequest(body []byte) (*gateway.ChatRequest, *apiError) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
@@ -44,30 +132,42 @@ func decodeChatRequest(body []byte) (*gateway.ChatRequest, *apiError) {
 		return nil, badRequest("", "The request body must be a JSON object.")
 	}
 	req := &gateway.ChatRequest{}
-	wire := wireRequest{ChatRequest: req}
-	if err := json.Unmarshal(trimmed, &wire); err != nil {
-		return nil, jsonError("", err)
-	}
-	if len(wire.Messages) > 0 {
-		req.Messages = make([]gateway.Message, len(wire.Messages))
-		for i, raw := range wire.Messages {
-			if err := json.Unmarshal(raw, &req.Messages[i]); err != nil {
-				return nil, jsonError(fmt.Sprintf("messages[%d]", i), err)
-			}
-		}
-	}
-	if len(wire.Tools) > 0 {
-		req.Tools = make([]gateway.Tool, len(wire.Tools))
-		for i, raw := range wire.Tools {
-			if err := json.Unmarshal(raw, &req.Tools[i]); err != nil {
-				return nil, jsonError(fmt.Sprintf("tools[%d]", i), err)
-			}
-		}
+	if err := json.Unmarshal(trimmed, req); err != nil {
+		return nil, locateDecodeError(trimmed, err)
 	}
 	if aerr := validateChatRequest(req); aerr != nil {
 		return nil, aerr
 	}
 	return req, nil
+}
+
+// locateDecodeError decodes body again, messages and tools one by one, to
+// turn the error err of the single-pass decode into a message naming the
+// field, with the index of the message or tool it is in.
+func locateDecodeError(body []byte, err error) *apiError {
+	wire := wireRequest{ChatRequest: &gateway.ChatRequest{}}
+	if err := json.Unmarshal(body, &wire); err != nil {
+		return jsonError("", err)
+	}
+	for i, raw := range wire.Messages {
+		var m gateway.Message
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return jsonError(indexPath("messages", i), err)
+		}
+	}
+	for i, raw := range wire.Tools {
+		var t gateway.Tool
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return jsonError(indexPath("tools", i), err)
+		}
+	}
+	// Not expected: both decodes accept and refuse the same input.
+	return jsonError("", err)
+}
+
+// indexPath is prefix + "[i]".
+func indexPath(prefix string, i int) string {
+	return prefix + "[" + strconv.Itoa(i) + "]"
 }
 
 // jsonError turns a decoding error into a 400. prefix is the path of the
@@ -162,7 +262,7 @@ func validateChatRequest(req *gateway.ChatRequest) *apiError {
 		return badRequest("messages", "'messages' must be a non-empty array of messages.")
 	}
 	for i := range req.Messages {
-		if aerr := validateMessage(fmt.Sprintf("messages[%d]", i), &req.Messages[i]); aerr != nil {
+		if aerr := validateMessage(i, &req.Messages[i]); aerr != nil {
 			return aerr
 		}
 	}
@@ -180,7 +280,7 @@ func validateChatRequest(req *gateway.ChatRequest) *apiError {
 	}
 	names := make(map[string]bool, len(req.Tools))
 	for i := range req.Tools {
-		if aerr := validateTool(fmt.Sprintf("tools[%d]", i), &req.Tools[i]); aerr != nil {
+		if aerr := validateTool(indexPath("tools", i), &req.Tools[i]); aerr != nil {
 			return aerr
 		}
 		names[req.Tools[i].Function.Name] = true
@@ -188,42 +288,52 @@ func validateChatRequest(req *gateway.ChatRequest) *apiError {
 	return validateToolChoice(req.ToolChoice, names)
 }
 
-func validateMessage(path string, m *gateway.Message) *apiError {
+// validateMessage checks messages[i]. Paths are built only for an error:
+// a long conversation is validated without allocating.
+func validateMessage(i int, m *gateway.Message) *apiError {
 	switch m.Role {
 	case "":
+		path := indexPath("messages", i)
 		return badRequest(path+".role", "Missing required parameter: '%s.role'.", path)
 	case "system", "developer", "user":
 		if len(m.ToolCalls) > 0 {
-			return badRequest(path+".tool_calls", "Invalid parameter: '%s.tool_calls' is only allowed on assistant messages.", path)
+			return toolCallsNotAllowed(indexPath("messages", i))
 		}
-		return validateContent(path+".content", m.Role, m.Content, true)
+		return validateContent(i, m.Role, m.Content, true)
 	case "assistant":
 		for j := range m.ToolCalls {
-			if aerr := validateToolCall(fmt.Sprintf("%s.tool_calls[%d]", path, j), &m.ToolCalls[j]); aerr != nil {
+			if aerr := validateToolCall(i, j, &m.ToolCalls[j]); aerr != nil {
 				return aerr
 			}
 		}
-		return validateContent(path+".content", m.Role, m.Content, len(m.ToolCalls) == 0)
+		return validateContent(i, m.Role, m.Content, len(m.ToolCalls) == 0)
 	case "tool":
 		if m.ToolCallID == "" {
+			path := indexPath("messages", i)
 			return badRequest(path+".tool_call_id", "Missing required parameter: '%s.tool_call_id' (a tool message answers one tool call).", path)
 		}
 		if len(m.ToolCalls) > 0 {
-			return badRequest(path+".tool_calls", "Invalid parameter: '%s.tool_calls' is only allowed on assistant messages.", path)
+			return toolCallsNotAllowed(indexPath("messages", i))
 		}
-		return validateContent(path+".content", m.Role, m.Content, true)
+		return validateContent(i, m.Role, m.Content, true)
 	default:
+		path := indexPath("messages", i)
 		return badRequest(path+".role", "Invalid value for '%s.role': '%s'. Supported values are: '%s'.",
 			path, clip(m.Role, 40), strings.Join(roles, "', '"))
 	}
 }
 
-// validateContent checks a message's content: a string, a non-empty list
-// of content parts, or (when not required) null or absent.
-func validateContent(path, role string, raw json.RawMessage, required bool) *apiError {
+func toolCallsNotAllowed(path string) *apiError {
+	return badRequest(path+".tool_calls", "Invalid parameter: '%s.tool_calls' is only allowed on assistant messages.", path)
+}
+
+// validateContent checks the content of messages[i]: a string, a
+// non-empty list of content parts, or (when not required) null or absent.
+func validateContent(i int, role string, raw json.RawMessage, required bool) *apiError {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		if required {
+			path := indexPath("messages", i) + ".content"
 			return badRequest(path, "Missing required parameter: '%s'.", path)
 		}
 		return nil
@@ -232,54 +342,90 @@ func validateContent(path, role string, raw json.RawMessage, required bool) *api
 	case '"':
 		return nil
 	case '[':
-		var parts []json.RawMessage
+		// One decode of every part. On a type error or an invalid part,
+		// the parts are decoded again one by one to name the culprit.
+		var parts []partCheck
 		if err := json.Unmarshal(raw, &parts); err != nil {
-			return jsonError(path, err)
+			return validatePartsSlowly(indexPath("messages", i)+".content", role, raw)
 		}
 		if len(parts) == 0 {
 			if required {
+				path := indexPath("messages", i) + ".content"
 				return badRequest(path, "Invalid '%s': an array of content parts must not be empty.", path)
 			}
 			return nil
 		}
-		for i, p := range parts {
-			pp := fmt.Sprintf("%s[%d]", path, i)
-			if k := jsonKind(p); k != "an object" {
-				return badRequest(pp, "Invalid type for '%s': expected an object, but got %s instead.", pp, k)
+		for _, p := range parts {
+			ok := false
+			switch p.Type {
+			case partText:
+				ok = bool(p.Text)
+			case partImage:
+				ok = role == "user" && p.ImageURL != nil && bool(p.ImageURL.URL)
 			}
-			var part contentPart
-			if err := json.Unmarshal(p, &part); err != nil {
-				return jsonError(pp, err)
-			}
-			if aerr := validatePart(pp, role, &part); aerr != nil {
-				return aerr
+			if !ok {
+				return validatePartsSlowly(indexPath("messages", i)+".content", role, raw)
 			}
 		}
 		return nil
 	default:
+		path := indexPath("messages", i) + ".content"
 		return badRequest(path, "Invalid type for '%s': expected a string or an array of content parts, but got %s instead.", path, jsonKind(raw))
 	}
 }
 
-func validatePart(path, role string, p *contentPart) *apiError {
-	switch p.Type {
-	case "text":
-		if p.Text == nil {
-			return badRequest(path+".text", "Missing required parameter: '%s.text'.", path)
+// validatePartsSlowly checks a list of content parts one by one, to name
+// the one that is wrong. It decides: it returns nil if every part is valid.
+func validatePartsSlowly(path, role string, raw json.RawMessage) *apiError {
+	var parts []json.RawMessage
+	if err := json.Unmarshal(raw, &parts); err != nil {
+		return jsonError(path, err)
+	}
+	for i, p := range parts {
+		pp := indexPath(path, i)
+		if k := jsonKind(p); k != "an object" {
+			return badRequest(pp, "Invalid type for '%s': expected an object, but got %s instead.", pp, k)
 		}
-		return nil
+		var part contentPart
+		if err := json.Unmarshal(p, &part); err != nil {
+			return jsonError(pp, err)
+		}
+		hasURL := part.ImageURL != nil && part.ImageURL.URL != ""
+		if !validPart(role, part.Type, part.Text != nil, hasURL) {
+			return partError(pp, role, part.Type)
+		}
+	}
+	// Every part is valid: the single decode was only cautious (a type
+	// spelled with escapes).
+	return nil
+}
+
+// validPart reports whether a content part of a message of role is
+// acceptable; partError says why one is not.
+func validPart(role, typ string, hasText, hasURL bool) bool {
+	switch typ {
+	case "text":
+		return hasText
+	case "image_url":
+		return role == "user" && hasURL
+	}
+	return false
+}
+
+// partError is the error of a content part that validPart refused.
+func partError(path, role, typ string) *apiError {
+	switch typ {
+	case "text":
+		return badRequest(path+".text", "Missing required parameter: '%s.text'.", path)
 	case "image_url":
 		if role != "user" {
 			return badRequest(path+".type", "Invalid value for '%s.type': 'image_url' parts are only allowed in user messages.", path)
 		}
-		if p.ImageURL == nil || p.ImageURL.URL == "" {
-			return badRequest(path+".image_url.url", "Missing required parameter: '%s.image_url.url'.", path)
-		}
-		return nil
+		return badRequest(path+".image_url.url", "Missing required parameter: '%s.image_url.url'.", path)
 	case "":
 		return badRequest(path+".type", "Missing required parameter: '%s.type'.", path)
 	default:
-		return badRequest(path+".type", "Invalid value for '%s.type': '%s'. Supported values are: 'text' and 'image_url'.", path, clip(p.Type, 40))
+		return badRequest(path+".type", "Invalid value for '%s.type': '%s'. Supported values are: 'text' and 'image_url'.", path, clip(typ, 40))
 	}
 }
 
@@ -304,19 +450,24 @@ func jsonKind(raw json.RawMessage) string {
 	return "a number"
 }
 
-func validateToolCall(path string, tc *gateway.ToolCall) *apiError {
+// validateToolCall checks messages[i].tool_calls[j].
+func validateToolCall(i, j int, tc *gateway.ToolCall) *apiError {
+	path := func() string { return indexPath(indexPath("messages", i)+".tool_calls", j) }
 	switch tc.Type {
 	case "":
 		tc.Type = "function"
 	case "function":
 	default:
-		return badRequest(path+".type", "Invalid value for '%s.type': '%s'. Supported value: 'function'.", path, clip(tc.Type, 40))
+		p := path()
+		return badRequest(p+".type", "Invalid value for '%s.type': '%s'. Supported value: 'function'.", p, clip(tc.Type, 40))
 	}
 	if tc.ID == "" {
-		return badRequest(path+".id", "Missing required parameter: '%s.id'.", path)
+		p := path()
+		return badRequest(p+".id", "Missing required parameter: '%s.id'.", p)
 	}
 	if tc.Function.Name == "" {
-		return badRequest(path+".function.name", "Missing required parameter: '%s.function.name'.", path)
+		p := path()
+		return badRequest(p+".function.name", "Missing required parameter: '%s.function.name'.", p)
 	}
 	return nil
 }

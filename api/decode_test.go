@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
+	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 )
 
 func TestDecodeChatRequestValid(t *testing.T) {
@@ -50,6 +51,15 @@ func TestDecodeChatRequestValid(t *testing.T) {
 			check: func(t *testing.T, got *gateway.ChatRequest) {
 				if tc := got.Messages[0].ToolCalls[0]; tc.Type != "function" {
 					t.Errorf("tool call type = %q, want function", tc.Type)
+				}
+			},
+		},
+		{
+			name: "escaped part type and duplicate keys",
+			body: `{"model":"m","messages":[{"role":"user","content":[{"type":"te\u0078t","text":"a"},{"type":"image_url","image_url":{"url":"u","url":null}},{"type":"text","text":null,"text":"b"}]}]}`,
+			check: func(t *testing.T, got *gateway.ChatRequest) {
+				if len(got.Messages) != 1 || !strings.Contains(string(got.Messages[0].Content), `"te\u0078t"`) {
+					t.Errorf("got %+v, want the content kept as sent", got)
 				}
 			},
 		},
@@ -115,6 +125,12 @@ func TestDecodeChatRequestErrors(t *testing.T) {
 		{"part without type", `{"model":"m","messages":[{"role":"user","content":[{"text":"x"}]}]}`, "messages[0].content[0].type", "Missing required"},
 		{"part unknown type", `{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio"}]}]}`, "messages[0].content[0].type", "'input_audio'"},
 		{"text part without text", `{"model":"m","messages":[{"role":"user","content":[{"type":"text"}]}]}`, "messages[0].content[0].text", "Missing required"},
+		{"part null", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"},null]}]}`, "messages[0].content[1]", "expected an object, but got null"},
+		{"second part without text", `{"model":"m","messages":[` + user + `,{"role":"user","content":[{"type":"text","text":"x"},{"type":"text","text":null}]}]}`, "messages[1].content[1].text", "Missing required"},
+		{"image part with url a number", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":1}}]}]}`, "messages[0].content[0].image_url.url", "expected a string, but got a number"},
+		{"image part with detail a number", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x","detail":1}}]}]}`, "messages[0].content[0].image_url.detail", "expected a string"},
+		{"image part with image_url a string", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":"x"}]}]}`, "messages[0].content[0].image_url", "expected an object, but got a string"},
+		{"part type a number", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":5}]}]}`, "messages[0].content[1].type", "expected a string, but got a number"},
 		{"text part with a number", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":1}]}]}`, "messages[0].content[0].text", "expected a string, but got a number"},
 		{"image part in a system message", `{"model":"m","messages":[{"role":"system","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, "messages[0].content[0].type", "only allowed in user messages"},
 		{"image part without url", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, "messages[0].content[0].image_url.url", "Missing required"},
@@ -155,8 +171,8 @@ func TestDecodeChatRequestErrors(t *testing.T) {
 			if aerr == nil {
 				t.Fatalf("decodeChatRequest = %+v, want an error", got)
 			}
-			if aerr.status != http.StatusBadRequest || aerr.typ != typeInvalidRequest {
-				t.Errorf("status, type = %d, %q; want 400, %q", aerr.status, aerr.typ, typeInvalidRequest)
+			if aerr.status != http.StatusBadRequest || aerr.typ != openaierr.TypeInvalidRequest {
+				t.Errorf("status, type = %d, %q; want 400, %q", aerr.status, aerr.typ, openaierr.TypeInvalidRequest)
 			}
 			if aerr.param != tt.wantParam {
 				t.Errorf("param = %q, want %q", aerr.param, tt.wantParam)
@@ -186,7 +202,7 @@ func FuzzDecodeChatRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, aerr := decodeChatRequest(body)
 		if aerr != nil {
-			if aerr.status != http.StatusBadRequest || aerr.message == "" || aerr.typ != typeInvalidRequest {
+			if aerr.status != http.StatusBadRequest || aerr.message == "" || aerr.typ != openaierr.TypeInvalidRequest {
 				t.Fatalf("refusal = %+v, want a 400 invalid_request_error with a message", aerr)
 			}
 			return

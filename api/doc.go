@@ -7,6 +7,6 @@
 // and fails over between them. A stream is committed to a credential only
 // once its first event arrived; after that an upstream failure ends the
 // client's stream with an SSE error event and no [DONE]. Every error, of
-// the API or of the upstream, goes out through RenderError in OpenAI's
+// the API or of the upstream, goes out through openaierr.Render in OpenAI's
 // shape, without secrets or internals.
 package api

@@ -44,6 +44,8 @@ type envOptions struct {
 	fakeOpts   fake.Options
 	logHandler slog.Handler
 	catalog    *gateway.Catalog // nil: the default catalog
+	// transport wraps the gateway client's transport (fault injection).
+	transport func(http.RoundTripper) http.RoundTripper
 }
 
 type env struct {
@@ -116,7 +118,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatalf("dispatch.New: %v", err)
 	}
-	client, err := gateway.NewClient(gateway.Config{BaseURL: gw.URL}, nil)
+	var hc *http.Client
+	if o.transport != nil {
+		hc = &http.Client{Transport: o.transport(gateway.NewTransport())}
+	}
+	client, err := gateway.NewClient(gateway.Config{BaseURL: gw.URL}, hc)
 	if err != nil {
 		t.Fatalf("gateway.NewClient: %v", err)
 	}
@@ -136,6 +142,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatalf("New: %v", err)
 	}
 	e.api = a
+	t.Cleanup(func() {
+		if err := a.Close(); err != nil {
+			t.Errorf("API.Close: %v", err)
+		}
+	})
 	e.srv = httptest.NewServer(a.Handler())
 	t.Cleanup(e.srv.Close)
 	return e

@@ -1,9 +1,7 @@
 package api
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,64 +13,17 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/dispatch"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/observability"
+	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
-)
-
-// Error types, as OpenAI names them in the "type" field of an error body.
-const (
-	typeInvalidRequest = "invalid_request_error"
-	typePermission     = "permission_error"
-	typeRateLimit      = "rate_limit_error"
-	typeServer         = "server_error"
 )
 
 // statusClientClosed is written (for the access log only: nobody reads
 // it) when the client went away before an answer was ready.
 const statusClientClosed = 499
 
-// errorBody is OpenAI's error shape. Param and Code are null when empty.
-type errorBody struct {
-	Error errorObject `json:"error"`
-}
-
-type errorObject struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
-}
-
-func newErrorBody(typ, code, param, message string) errorBody {
-	e := errorBody{Error: errorObject{Message: message, Type: typ}}
-	if param != "" {
-		e.Error.Param = &param
-	}
-	if code != "" {
-		e.Error.Code = &code
-	}
-	return e
-}
-
-// RenderError writes the one error shape every response of the OpenAI API
-// uses: {"error":{"message","type","param","code"}}, param and code null
-// when empty. The message must be safe for the client (no secret, no stack).
-func RenderError(w http.ResponseWriter, status int, typ, code, param, message string) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	// Encoding a struct of strings cannot fail.
-	_ = enc.Encode(newErrorBody(typ, code, param, message))
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Del("Content-Length")
-	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
-}
-
 // renderInternal is the 500 the recovery middleware writes after a panic.
 func renderInternal(w http.ResponseWriter, _ *http.Request) {
-	RenderError(w, http.StatusInternalServerError, typeServer, "internal_error", "",
+	openaierr.Render(w, http.StatusInternalServerError, openaierr.TypeServer, "internal_error", "",
 		"The server had an error while processing your request. Please retry, and report it if it keeps happening.")
 }
 
@@ -97,11 +48,11 @@ func (e *apiError) log(ctx context.Context) {
 }
 
 func (e *apiError) render(w http.ResponseWriter) {
-	RenderError(w, e.status, e.typ, e.code, e.param, e.message)
+	openaierr.Render(w, e.status, e.typ, e.code, e.param, e.message)
 }
 
 func badRequest(param, format string, args ...any) *apiError {
-	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, param: param, message: fmt.Sprintf(format, args...)}
+	return &apiError{status: http.StatusBadRequest, typ: openaierr.TypeInvalidRequest, param: param, message: fmt.Sprintf(format, args...)}
 }
 
 // retryAfterSeconds rounds d up to whole seconds, at least 1.
@@ -135,7 +86,7 @@ func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, err er
 		if msg == "" {
 			msg = http.StatusText(status)
 		}
-		RenderError(w, status, typ, code, "", msg)
+		openaierr.Render(w, status, typ, code, "", msg)
 	case errors.As(err, &ge):
 		a.renderGatewayError(w, r, ge)
 	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
@@ -143,7 +94,7 @@ func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, err er
 		w.WriteHeader(statusClientClosed)
 	default:
 		a.logger.LogAttrs(ctx, slog.LevelError, "upstream call failed", slog.Any("error", err))
-		RenderError(w, http.StatusBadGateway, typeServer, "upstream_error", "",
+		openaierr.Render(w, http.StatusBadGateway, openaierr.TypeServer, "upstream_error", "",
 			"The upstream AI gateway could not be reached. Please retry.")
 	}
 }
@@ -163,7 +114,7 @@ func (a *API) renderGatewayError(w http.ResponseWriter, r *http.Request, ge *gat
 		if msg == "" {
 			msg = fmt.Sprintf("The upstream AI gateway rejected the request (%d).", status)
 		}
-		RenderError(w, status, typeInvalidRequest, ge.Code, "", msg)
+		openaierr.Render(w, status, openaierr.TypeInvalidRequest, ge.Code, "", msg)
 	case pool.OutcomeForbidden:
 		if msg == "" {
 			msg = "The upstream AI gateway refused this request (403)."
@@ -172,7 +123,7 @@ func (a *API) renderGatewayError(w http.ResponseWriter, r *http.Request, ge *gat
 		if code == "" {
 			code = "upstream_forbidden"
 		}
-		RenderError(w, http.StatusForbidden, typePermission, code, "", msg)
+		openaierr.Render(w, http.StatusForbidden, openaierr.TypePermission, code, "", msg)
 	case pool.OutcomeCanceled:
 		w.WriteHeader(statusClientClosed)
 	default:
@@ -181,7 +132,7 @@ func (a *API) renderGatewayError(w http.ResponseWriter, r *http.Request, ge *gat
 		if msg == "" {
 			msg = "The upstream AI gateway failed. Please retry."
 		}
-		RenderError(w, http.StatusBadGateway, typeServer, "upstream_error", "", msg)
+		openaierr.Render(w, http.StatusBadGateway, openaierr.TypeServer, "upstream_error", "", msg)
 	}
 }
 
@@ -189,20 +140,20 @@ func (a *API) renderGatewayError(w http.ResponseWriter, r *http.Request, ge *gat
 func dispatchStatus(k dispatch.Kind) (status int, typ, code string) {
 	switch k {
 	case dispatch.NoCredentials:
-		return http.StatusServiceUnavailable, typeServer, "no_credentials"
+		return http.StatusServiceUnavailable, openaierr.TypeServer, "no_credentials"
 	case dispatch.AllRateLimited:
-		return http.StatusTooManyRequests, typeRateLimit, "rate_limit_exceeded"
+		return http.StatusTooManyRequests, openaierr.TypeRateLimit, "rate_limit_exceeded"
 	case dispatch.AllCooling:
-		return http.StatusServiceUnavailable, typeServer, "credentials_cooling"
+		return http.StatusServiceUnavailable, openaierr.TypeServer, "credentials_cooling"
 	case dispatch.QueueFull:
-		return http.StatusServiceUnavailable, typeServer, "queue_full"
+		return http.StatusServiceUnavailable, openaierr.TypeServer, "queue_full"
 	case dispatch.QueueTimeout:
-		return http.StatusServiceUnavailable, typeServer, "queue_timeout"
+		return http.StatusServiceUnavailable, openaierr.TypeServer, "queue_timeout"
 	case dispatch.BudgetExhausted:
-		return http.StatusBadGateway, typeServer, "retry_budget_exhausted"
+		return http.StatusBadGateway, openaierr.TypeServer, "retry_budget_exhausted"
 	case dispatch.Canceled:
-		return statusClientClosed, typeInvalidRequest, "canceled"
+		return statusClientClosed, openaierr.TypeInvalidRequest, "canceled"
 	default: // dispatch.UpstreamFailed and anything newer
-		return http.StatusBadGateway, typeServer, "upstream_error"
+		return http.StatusBadGateway, openaierr.TypeServer, "upstream_error"
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -14,34 +13,6 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
-
-func TestRenderError(t *testing.T) {
-	tests := []struct {
-		name                         string
-		status                       int
-		typ, code, param, msg, wantB string
-	}{
-		{"nulls", 400, "invalid_request_error", "", "", "bad", `{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}` + "\n"},
-		{"all set", 404, "invalid_request_error", "model_not_found", "model", "no <model> & co",
-			`{"error":{"message":"no <model> & co","type":"invalid_request_error","param":"model","code":"model_not_found"}}` + "\n"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			rec.Header().Set("Content-Length", "3")
-			RenderError(rec, tt.status, tt.typ, tt.code, tt.param, tt.msg)
-			if rec.Code != tt.status {
-				t.Errorf("status = %d, want %d", rec.Code, tt.status)
-			}
-			if got := rec.Body.String(); got != tt.wantB {
-				t.Errorf("body = %s, want %s", got, tt.wantB)
-			}
-			if got := rec.Header().Get("Content-Length"); got != "" {
-				t.Errorf("Content-Length = %q, want none", got)
-			}
-		})
-	}
-}
 
 func TestAuthErrors(t *testing.T) {
 	e := newEnv(t, envOptions{})

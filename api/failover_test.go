@@ -837,3 +837,21 @@ func TestClientCancelIsNotPenalised(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryDeadlineBoundsStreamsNotCompletions: RETRY_DEADLINE bounds the
+// wait for a stream's first event, but a non-streamed completion that takes
+// longer than it to generate (the answer arrives whole) is not cut.
+func TestRetryDeadlineBoundsStreamsNotCompletions(t *testing.T) {
+	e := newEnv(t, envOptions{
+		disp:     dispatch.Config{RetryDeadline: 300 * time.Millisecond},
+		fakeOpts: fake.Options{Latency: 600 * time.Millisecond},
+	})
+	resp, body := e.chat(chatBody(""))
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("slow non-streamed completion: status %d (%s), want 200", resp.StatusCode, body)
+	}
+	resp, body = e.chat(chatBody(`"stream":true`))
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("stream without a first event within the deadline: status %d (%s), want 502", resp.StatusCode, body)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
+	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 )
 
 func modelObject(m gateway.Model) gateway.ModelObject {
@@ -26,7 +27,7 @@ func (a *API) listModels(w http.ResponseWriter, r *http.Request) {
 		}
 		list.Data = append(list.Data, modelObject(m))
 	}
-	writeJSON(w, http.StatusOK, list)
+	openaierr.WriteJSON(w, http.StatusOK, list)
 }
 
 // getModel answers GET /v1/models/{id}; the id is the route's wildcard
@@ -52,12 +53,12 @@ func (a *API) getModel(w http.ResponseWriter, r *http.Request) {
 		aerr.render(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, modelObject(m))
+	openaierr.WriteJSON(w, http.StatusOK, modelObject(m))
 }
 
 func modelNotFound(name string) *apiError {
 	return &apiError{
-		status: http.StatusNotFound, typ: typeInvalidRequest, code: "model_not_found", param: "model",
+		status: http.StatusNotFound, typ: openaierr.TypeInvalidRequest, code: "model_not_found", param: "model",
 		message: fmt.Sprintf("The model '%s' does not exist or you do not have access to it. GET /v1/models lists the models.", clip(name, 200)),
 	}
 }

@@ -9,11 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/observability"
+	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 )
 
@@ -155,7 +157,7 @@ func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stre
 				return
 			case <-asks:
 			}
-			c, err := st.Next()
+			c, err := a.next(ctx, st)
 			results <- nextResult{c, err}
 		}
 	})
@@ -218,6 +220,26 @@ func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stre
 	}
 }
 
+// errReaderPanic is the error of a stream read that panicked.
+var errReaderPanic = errors.New("api: the stream reader panicked")
+
+// next calls st.Next on the reader goroutine of relay. A panic there
+// would end the process (no middleware recovers another goroutine): it is
+// logged with its stack and becomes errReaderPanic, which ends the
+// client's stream like an upstream break.
+func (a *API) next(ctx context.Context, st *gateway.Stream) (c *gateway.ChatCompletionChunk, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			// The panic value and the stack name code, not data: the
+			// stream holds no credential, and the token is never kept.
+			a.logger.LogAttrs(ctx, slog.LevelError, "panic in the stream reader",
+				slog.String("panic", fmt.Sprint(v)), slog.String("stack", string(debug.Stack())))
+			c, err = nil, errReaderPanic
+		}
+	}()
+	return st.Next()
+}
+
 // streamBroken ends a committed stream whose upstream failed: an SSE error
 // event in OpenAI's error shape and no [DONE], so that no client takes the
 // answer for complete.
@@ -234,6 +256,6 @@ func (a *API) streamBroken(ctx context.Context, sw *sseWriter, err error, chunks
 	}
 	a.logger.LogAttrs(ctx, slog.LevelWarn, "upstream stream broke after commit",
 		slog.Int("chunks", chunks), slog.Any("error", err))
-	_ = sw.data(newErrorBody(typeServer, "stream_interrupted", "", msg))
+	_ = sw.data(openaierr.New(openaierr.TypeServer, "stream_interrupted", "", msg))
 	return o
 }

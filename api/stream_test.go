@@ -2,7 +2,11 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +15,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
 )
 
 func TestStreamCutAfterFirstEvent(t *testing.T) {
@@ -39,7 +44,9 @@ func TestStreamCutAfterFirstEvent(t *testing.T) {
 		return st.InFlight == 0 && st.Failures == 1
 	})
 
-	// The official client reports the error instead of a clean end.
+	// The official client reports the error instead of a clean end (once the
+	// credential's short back-off after the broken stream is over).
+	eventually(t, 2*time.Second, "the credential is ready again", func() bool { return e.credStatus("c1").State == pool.StateReady })
 	stream := e.client(e.token).Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
 		Model: testModel, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello")},
 	})
@@ -187,5 +194,88 @@ func TestClientCancelBeforeCommit(t *testing.T) {
 				t.Errorf("credential = %+v, want no penalty", st)
 			}
 		})
+	}
+}
+
+// panickyTransport is a fault injector: the bodies of its responses panic
+// on the first read after a complete SSE event has been delivered, that
+// is, once the stream was committed, on relay's reader goroutine.
+type panickyTransport struct{ http.RoundTripper }
+
+func (p panickyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := p.RoundTripper.RoundTrip(r)
+	if err == nil && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		resp.Body = &panickyBody{ReadCloser: resp.Body}
+	}
+	return resp, err
+}
+
+type panickyBody struct {
+	io.ReadCloser
+	seen []byte
+}
+
+func (b *panickyBody) Read(p []byte) (int, error) {
+	if bytes.Contains(b.seen, []byte("\n\n")) {
+		panic("injected fault: reading the upstream stream")
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.seen = append(b.seen, p[:n]...)
+	return n, err
+}
+
+// TestStreamReaderPanic: a panic while reading a committed stream ends the
+// client's stream with an error event (not the process), is logged with
+// its stack, and returns the lease as a broken stream.
+func TestStreamReaderPanic(t *testing.T) {
+	var logs lockedBuffer
+	e := newEnv(t, envOptions{
+		logHandler: slog.NewJSONHandler(&logs, nil),
+		creds:      []fake.Credential{testCred("c1", fake.Behavior{EventDelay: 20 * time.Millisecond})},
+		transport:  func(rt http.RoundTripper) http.RoundTripper { return panickyTransport{rt} },
+	})
+	resp, body := e.chat(chatBody(`"stream":true`))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d (%s), want 200: the stream was committed", resp.StatusCode, body)
+	}
+	s := summarize(t, body)
+	if s.done {
+		t.Errorf("the stream ends with [DONE] after a panic:\n%s", body)
+	}
+	if !strings.Contains(s.errorEvent, `"code":"stream_interrupted"`) || !strings.Contains(s.errorEvent, `"type":"server_error"`) {
+		t.Errorf("error event = %q, want a server_error stream_interrupted event", s.errorEvent)
+	}
+	if strings.Contains(string(body), "injected fault") || strings.Contains(string(body), "goroutine") {
+		t.Errorf("the client sees the panic:\n%s", body)
+	}
+	eventually(t, 2*time.Second, "the lease is returned as a broken stream", func() bool {
+		st := e.credStatus("c1")
+		return st.InFlight == 0 && st.Failures == 1
+	})
+	eventually(t, 2*time.Second, "the panic is logged", func() bool {
+		return strings.Contains(logs.String(), "panic in the stream reader")
+	})
+	var rec map[string]any
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, "panic in the stream reader") {
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+		}
+	}
+	if rec["level"] != "ERROR" || rec["panic"] != "injected fault: reading the upstream stream" {
+		t.Errorf("log record = %v, want level ERROR and the panic value", rec)
+	}
+	if stack, _ := rec["stack"].(string); !strings.Contains(stack, "panickyBody") {
+		t.Errorf("logged stack does not show the panic site:\n%s", stack)
+	}
+	for _, secret := range []string{e.token, "atl-c1-secret"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the logs contain the secret %q", secret)
+		}
+	}
+	// The server still serves.
+	if resp, body := e.chat(chatBody("")); resp.StatusCode != http.StatusOK {
+		t.Errorf("after the panic: status = %d (%s)", resp.StatusCode, body)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/observability"
+	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
@@ -69,7 +70,7 @@ func (a *API) verify(r *http.Request, required bool) (store.APIToken, bool, *api
 }
 
 func unauthorized(msg string) *apiError {
-	return &apiError{status: http.StatusUnauthorized, typ: typeInvalidRequest, code: "invalid_api_key", message: msg}
+	return &apiError{status: http.StatusUnauthorized, typ: openaierr.TypeInvalidRequest, code: "invalid_api_key", message: msg}
 }
 
 func (a *API) tokenMiddleware(required bool) func(http.Handler) http.Handler {
@@ -83,6 +84,9 @@ func (a *API) tokenMiddleware(required bool) func(http.Handler) http.Handler {
 			}
 			if ok {
 				observability.AddLogAttrs(r.Context(), slog.String("token_id", tok.ID))
+				if a.rateLimited(w, r, tok) {
+					return
+				}
 				r = r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok))
 			}
 			next.ServeHTTP(w, r)

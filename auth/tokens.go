@@ -39,19 +39,53 @@ type TokenSource interface {
 	TouchTokens(ctx context.Context, lastUsed map[string]time.Time) error
 }
 
+// lastUseResolution is how stale a recorded last use may be: Verify
+// writes the time of a token's use only when the recorded one is older, so
+// that a token used by many requests at once is read by all of them and
+// written by few (a shared cache line stays shared).
+const lastUseResolution = time.Second
+
 // Tokens verifies client API tokens against an in-memory copy of the
 // store's tokens, keyed by SHA-256 hash. Reload replaces the copy (the
 // server calls it when the store's generation changes); Verify never calls
-// the store. Last-use times are kept in memory and written by Run.
-// Tokens is safe for concurrent use.
+// the store and takes no lock. Last-use times are kept in memory, in the
+// copy's entries, and written by Run. Tokens is safe for concurrent use.
 type Tokens struct {
 	src    TokenSource
 	logger *slog.Logger
 
-	byHash atomic.Pointer[map[[sha256.Size]byte]store.APIToken]
+	byHash atomic.Pointer[map[[sha256.Size]byte]*tokenEntry]
 
-	mu   sync.Mutex
-	used map[string]time.Time // token id → last use not yet written
+	// reloadMu orders Reloads, which carry the use records over.
+	reloadMu sync.Mutex
+	// flushMu makes Flushes one at a time; it guards every lastUse.flushed.
+	flushMu sync.Mutex
+}
+
+// tokenEntry is one token of the in-memory copy. rec never changes; use
+// is shared by the entries of the same token id in successive copies, so
+// that a use recorded through an old copy is not lost by a Reload.
+type tokenEntry struct {
+	rec store.APIToken
+	use *lastUse
+}
+
+// lastUse is the last use of one token: at is written by Verify (Unix
+// nanoseconds, 0 never), flushed is what the store last accepted.
+type lastUse struct {
+	at      atomic.Int64
+	flushed int64 // guarded by Tokens.flushMu
+}
+
+// record notes a use at now unless a use within lastUseResolution is
+// recorded already. A load, and rarely a compare-and-swap: no lock.
+func (u *lastUse) record(now int64) {
+	for {
+		cur := u.at.Load()
+		if now-cur < int64(lastUseResolution) || u.at.CompareAndSwap(cur, now) {
+			return
+		}
+	}
 }
 
 // NewTokens returns an empty cache over src: every token is unknown until
@@ -60,27 +94,39 @@ func NewTokens(src TokenSource, logger *slog.Logger) *Tokens {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	t := &Tokens{src: src, logger: logger, used: make(map[string]time.Time)}
-	empty := make(map[[sha256.Size]byte]store.APIToken)
+	t := &Tokens{src: src, logger: logger}
+	empty := make(map[[sha256.Size]byte]*tokenEntry)
 	t.byHash.Store(&empty)
 	return t
 }
 
 // Reload reads every token from the store and replaces the in-memory copy
 // at once: a revoked token stops verifying, a new one starts. On error the
-// previous copy stays in use.
+// previous copy stays in use. The last uses of tokens still present carry
+// over; those of removed tokens are dropped unwritten.
 func (t *Tokens) Reload(ctx context.Context) error {
 	list, err := t.src.ListTokens(ctx)
 	if err != nil {
 		return fmt.Errorf("auth: reload tokens: %w", err)
 	}
-	m := make(map[[sha256.Size]byte]store.APIToken, len(list))
+	t.reloadMu.Lock()
+	defer t.reloadMu.Unlock()
+	uses := make(map[string]*lastUse, len(list))
+	for _, e := range *t.byHash.Load() {
+		uses[e.rec.ID] = e.use
+	}
+	m := make(map[[sha256.Size]byte]*tokenEntry, len(list))
 	for _, tok := range list {
 		if len(tok.Hash) != sha256.Size {
 			t.logger.Warn("skipping API token with a malformed hash", "token_id", tok.ID)
 			continue
 		}
-		m[[sha256.Size]byte(tok.Hash)] = tok
+		use := uses[tok.ID]
+		if use == nil {
+			use = new(lastUse)
+			uses[tok.ID] = use // one record per id, even if listed twice
+		}
+		m[[sha256.Size]byte(tok.Hash)] = &tokenEntry{rec: tok, use: use}
 	}
 	t.byHash.Store(&m)
 	return nil
@@ -91,8 +137,8 @@ func (t *Tokens) Len() int { return len(*t.byHash.Load()) }
 
 // Verify looks up a presented token (the value after "Bearer ") and returns
 // its record, or ErrUnknownToken or ErrExpiredToken. It records the use in
-// memory; Run writes it to the store later. The returned record shares
-// its slices with the cache and must not be modified.
+// memory, without a lock; Run writes it to the store later. The returned
+// record shares its slices with the cache and must not be modified.
 func (t *Tokens) Verify(token string) (store.APIToken, error) {
 	// No format check beyond the length: a store may hold hashes of tokens
 	// minted elsewhere (an import from an older tool).
@@ -100,20 +146,18 @@ func (t *Tokens) Verify(token string) (store.APIToken, error) {
 		return store.APIToken{}, ErrUnknownToken
 	}
 	h := hashString(token)
-	rec, ok := (*t.byHash.Load())[h]
+	e, ok := (*t.byHash.Load())[h]
 	// The map lookup already matched the hash; the constant-time compare
 	// keeps the final decision free of data-dependent timing all the same.
-	if !ok || subtle.ConstantTimeCompare(rec.Hash, h[:]) != 1 {
+	if !ok || subtle.ConstantTimeCompare(e.rec.Hash, h[:]) != 1 {
 		return store.APIToken{}, ErrUnknownToken
 	}
 	now := time.Now()
-	if !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt) {
+	if !e.rec.ExpiresAt.IsZero() && !now.Before(e.rec.ExpiresAt) {
 		return store.APIToken{}, ErrExpiredToken
 	}
-	t.mu.Lock()
-	t.used[rec.ID] = now
-	t.mu.Unlock()
-	return rec, nil
+	e.use.record(now.UnixNano())
+	return e.rec, nil
 }
 
 // Run writes the recorded last-use times to the store every
@@ -134,29 +178,35 @@ func (t *Tokens) Run(ctx context.Context) error {
 	}
 }
 
-// Flush writes the recorded last-use times to the store now.
+// Flush writes the last-use times recorded since the last successful
+// write to the store now. After a failed write they stay pending and go
+// with the next Flush (with any newer use).
 func (t *Tokens) Flush(ctx context.Context) error {
-	t.mu.Lock()
-	if len(t.used) == 0 {
-		t.mu.Unlock()
+	t.flushMu.Lock()
+	defer t.flushMu.Unlock()
+	type pending struct {
+		use *lastUse
+		at  int64
+	}
+	var changed []pending
+	batch := make(map[string]time.Time)
+	for _, e := range *t.byHash.Load() {
+		at := e.use.at.Load()
+		if at > e.use.flushed {
+			changed = append(changed, pending{e.use, at})
+			batch[e.rec.ID] = time.Unix(0, at)
+		}
+	}
+	if len(batch) == 0 {
 		return nil
 	}
-	batch := t.used
-	t.used = make(map[string]time.Time, len(batch))
-	t.mu.Unlock()
-
 	ctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	if err := t.src.TouchTokens(ctx, batch); err != nil {
-		// Put the batch back unless a newer use was recorded meanwhile.
-		t.mu.Lock()
-		for id, at := range batch {
-			if cur, ok := t.used[id]; !ok || cur.Before(at) {
-				t.used[id] = at
-			}
-		}
-		t.mu.Unlock()
 		return fmt.Errorf("auth: write token last-use times: %w", err)
+	}
+	for _, p := range changed {
+		p.use.flushed = p.at
 	}
 	return nil
 }

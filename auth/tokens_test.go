@@ -412,3 +412,53 @@ func TestTokensConcurrent(t *testing.T) {
 		t.Errorf("no last use of tok_a written: %v", touches)
 	}
 }
+
+// TestTokensLastUseAcrossReload: a use recorded before a Reload is written
+// by the next Flush (the record moves to the new copy), a revoked token's
+// is dropped, and uses closer than a second apart count as one.
+func TestTokensLastUseAcrossReload(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, aRec := mint(t, "tok_a", time.Time{})
+		b, bRec := mint(t, "tok_b", time.Time{})
+		src := &fakeSource{}
+		src.set(aRec, bRec)
+		tk := auth.NewTokens(src, nil)
+		reload(t, tk)
+
+		verify := func(token string) time.Time {
+			t.Helper()
+			if _, err := tk.Verify(token); err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			return time.Now()
+		}
+		usedA := verify(a)
+		time.Sleep(500 * time.Millisecond)
+		verify(a) // within the resolution: the first time stands
+		verify(b)
+		src.set(aRec) // b revoked
+		reload(t, tk)
+		if err := tk.Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		want := []map[string]time.Time{{"tok_a": usedA}}
+		if got := src.touched(); len(got) != 1 || !maps.EqualFunc(got[0], want[0], time.Time.Equal) {
+			t.Fatalf("TouchTokens calls = %v, want %v", got, want)
+		}
+
+		time.Sleep(2 * time.Second)
+		later := verify(a)
+		reload(t, tk)
+		if err := tk.Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := tk.Flush(t.Context()); err != nil { // nothing new: no write
+			t.Fatal(err)
+		}
+		want = append(want, map[string]time.Time{"tok_a": later})
+		got := src.touched()
+		if len(got) != 2 || !maps.EqualFunc(got[1], want[1], time.Time.Equal) {
+			t.Fatalf("TouchTokens calls = %v, want %v", got, want)
+		}
+	})
+}

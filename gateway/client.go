@@ -123,7 +123,7 @@ func NewTransport() *http.Transport {
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 2 * time.Minute,
+		ResponseHeaderTimeout: 5 * time.Minute, // a non-streamed answer comes whole: long completions take minutes
 		ExpectContinueTimeout: time.Second,
 	}
 }

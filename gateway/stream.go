@@ -31,7 +31,11 @@ type Stream struct {
 	model string
 
 	created int64
+	// pending holds the chunks of the last event; next is the first not
+	// yet returned. Its array is reused from event to event.
 	pending []ChatCompletionChunk
+	next    int
+	ev      unifiedResponse // decoding scratch of advance
 	usage   *Usage
 	finish  string // mapped finish reason of choice 0, "" until seen
 	tools   map[string]int
@@ -89,8 +93,14 @@ func isDone(data []byte) bool { return string(bytes.TrimSpace(data)) == "[DONE]"
 // parseEvent decodes one event. It returns nil, nil for an event with
 // neither payload nor error, and an *Error for a malformed or error event.
 func parseEvent(data []byte) (*unifiedResponse, error) {
-	var ev unifiedResponse
-	if err := json.Unmarshal(data, &ev); err != nil {
+	return parseEventInto(data, new(unifiedResponse))
+}
+
+// parseEventInto is parseEvent decoding into ev, which it zeroes first and
+// returns (or nil); a stream reuses one.
+func parseEventInto(data []byte, ev *unifiedResponse) (*unifiedResponse, error) {
+	*ev = unifiedResponse{}
+	if err := json.Unmarshal(data, ev); err != nil {
 		return nil, &Error{Status: http.StatusOK, Kind: pool.OutcomeStreamBroken, Message: "the upstream sent a malformed event", Err: err}
 	}
 	if ev.ResponsePayload == nil {
@@ -102,7 +112,7 @@ func parseEvent(data []byte) (*unifiedResponse, error) {
 		}
 		ev.ResponsePayload = &responsePayload{}
 	}
-	return &ev, nil
+	return ev, nil
 }
 
 // ID, Created and Model are shared by every chunk of the stream.
@@ -113,19 +123,22 @@ func (s *Stream) Model() string  { return s.model }
 // Next returns the next chunk, io.EOF at the clean end, or an *Error: a
 // break is OutcomeStreamBroken, a canceled ctx OutcomeCanceled, an expired
 // one OutcomeTimeout. Chunks never carry usage: see Usage and UsageChunk.
+// The chunk is valid until the next call of Next, which may reuse it.
 func (s *Stream) Next() (*ChatCompletionChunk, error) {
-	for len(s.pending) == 0 {
+	for s.next == len(s.pending) {
 		if s.err != nil {
 			return nil, s.err
 		}
 		if s.done {
 			return nil, io.EOF
 		}
+		clear(s.pending) // drop what the returned chunks pointed to
+		s.pending, s.next = s.pending[:0], 0
 		s.advance()
 	}
-	c := s.pending[0]
-	s.pending = s.pending[1:]
-	return &c, nil
+	c := &s.pending[s.next]
+	s.next++
+	return c, nil
 }
 
 // advance reads one event and queues its chunks, or sets done / err.
@@ -150,7 +163,7 @@ func (s *Stream) advance() {
 		s.end()
 		return
 	}
-	ev, err := parseEvent(data)
+	ev, err := parseEventInto(data, &s.ev)
 	if err != nil {
 		s.err = err
 		return
@@ -180,11 +193,12 @@ func (s *Stream) handle(ev *unifiedResponse) {
 	}
 	for i, ch := range ev.ResponsePayload.Choices {
 		index := i
-		if ch.Index != nil {
-			index = int(*ch.Index)
+		if ch.Index.set {
+			index = int(ch.Index.n)
 		}
 		if m := ch.body(); m != nil {
-			if text, ok := contentText(m.Content); ok && text != "" {
+			if m.Content.ok && m.Content.text != "" {
+				text := m.Content.text
 				s.push(index, Delta{Content: &text}, nil)
 			}
 			for _, tc := range m.ToolCalls {

@@ -80,7 +80,7 @@ func newTestLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
 	return l, buf
 }
 
-// renderJSON500 stands for api.RenderError.
+// renderJSON500 stands for openaierr.Render.
 func renderJSON500(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusInternalServerError)

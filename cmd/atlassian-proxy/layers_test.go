@@ -14,12 +14,13 @@ func TestLayers(t *testing.T) {
 	allowed := map[string][]string{
 		"store":         {},
 		"observability": {},
+		"openaierr":     {},
 		"pool":          {"store"},
 		"auth":          {"store"},
 		"gateway":       {"pool", "store"},
 		"dispatch":      {"pool", "store"},
-		"api":           {"dispatch", "gateway", "auth", "observability", "pool", "store"},
-		"adminui":       {"pool", "store", "auth", "observability"},
+		"api":           {"dispatch", "gateway", "auth", "observability", "openaierr", "pool", "store"},
+		"adminui":       {"pool", "store", "auth", "observability", "openaierr"},
 	}
 	for pkg, ok := range allowed {
 		t.Run(pkg, func(t *testing.T) {

@@ -79,6 +79,7 @@ type app struct {
 	logger  *slog.Logger
 	store   *sqlite.Store
 	admin   *adminui.Admin
+	api     *api.API
 	pool    *pool.Pool
 	tokens  *auth.Tokens
 	syncer  *syncer
@@ -139,7 +140,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 		return nil, err
 	}
 
-	apiServer, err := api.New(api.Config{MaxBodyBytes: cfg.MaxBodyBytes, StreamKeepAlive: cfg.StreamKeepAlive}, api.Deps{
+	a.api, err = api.New(api.Config{MaxBodyBytes: cfg.MaxBodyBytes, StreamKeepAlive: cfg.StreamKeepAlive}, api.Deps{
 		Logger: logger, Registerer: reg, Tokens: a.tokens, Catalog: a.catalog,
 		Upstream: upstream, Dispatcher: disp, Ready: a.ready,
 	})
@@ -155,8 +156,8 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	if a.generatedPassword, err = a.admin.Service().EnsureAdminPassword(ctx, cfg.AdminPassword); err != nil {
 		return nil, fmt.Errorf("set up the admin password: %w", err)
 	}
-	apiServer.Mount("/admin", a.admin.Handler())
-	a.handler = apiServer.Handler()
+	a.api.Mount("/admin", a.admin.Handler())
+	a.handler = a.api.Handler()
 	return a, nil
 }
 
@@ -242,6 +243,9 @@ func (a *app) serve(ctx context.Context, ln, metricsLn net.Listener) error {
 }
 
 func (a *app) close() {
+	if a.api != nil {
+		a.api.Close()
+	}
 	if a.admin != nil {
 		a.admin.Close()
 	}
