@@ -113,7 +113,7 @@ func NewClient(cfg Config, hc *http.Client) (*Client, error) {
 // NewTransport returns the transport recommended for the upstream: kept-alive
 // connections (64 idle per host, so a busy pool reuses them), HTTP/2 when
 // the server offers it, bounded dial/TLS/header waits. A response header
-// that takes longer than 2 minutes counts as a timeout.
+// that takes longer than 5 minutes counts as a timeout.
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
