@@ -161,7 +161,15 @@ func credentialList(ctx context.Context, e env, args []string) error {
 }
 
 func credentialRemove(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet("credential remove", "credential remove ID", e)
+	return idCommand(ctx, e, args, "credential remove", "credential", func(svc *adminui.Service, id string) (string, error) {
+		return "removed credential " + id, svc.RemoveCredential(ctx, id)
+	})
+}
+
+// idCommand runs a subcommand that takes the store flags and exactly one
+// record id, and prints what fn reports on success.
+func idCommand(ctx context.Context, e env, args []string, name, what string, fn func(*adminui.Service, string) (string, error)) error {
+	fs := newFlagSet(name, name+" ID", e)
 	var sf storeFlags
 	sf.register(fs, e)
 	pos, err := parseArgs(fs, args)
@@ -169,13 +177,14 @@ func credentialRemove(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("%w: credential remove takes one credential id", errUsage)
+		return fmt.Errorf("%w: %s takes one %s id", errUsage, name, what)
 	}
 	return sf.withService(ctx, e, func(svc *adminui.Service) error {
-		if err := svc.RemoveCredential(ctx, pos[0]); err != nil {
+		done, err := fn(svc, pos[0])
+		if err != nil {
 			return describe(err)
 		}
-		fmt.Fprintf(e.stdout, "removed credential %s\n", pos[0])
+		fmt.Fprintln(e.stdout, done)
 		return nil
 	})
 }
@@ -185,22 +194,8 @@ func credentialRemove(ctx context.Context, e env, args []string) error {
 // server picks the change up within 2 s).
 func credentialSetEnabled(ctx context.Context, e env, args []string, enabled bool) error {
 	verb := map[bool]string{true: "enable", false: "disable"}[enabled]
-	fs := newFlagSet("credential "+verb, "credential "+verb+" ID", e)
-	var sf storeFlags
-	sf.register(fs, e)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: credential %s takes one credential id", errUsage, verb)
-	}
-	return sf.withService(ctx, e, func(svc *adminui.Service) error {
-		if err := svc.SetCredentialEnabled(ctx, pos[0], enabled); err != nil {
-			return describe(err)
-		}
-		fmt.Fprintf(e.stdout, "%sd credential %s\n", verb, pos[0])
-		return nil
+	return idCommand(ctx, e, args, "credential "+verb, "credential", func(svc *adminui.Service, id string) (string, error) {
+		return verb + "d credential " + id, svc.SetCredentialEnabled(ctx, id, enabled)
 	})
 }
 
@@ -273,22 +268,8 @@ func tokenList(ctx context.Context, e env, args []string) error {
 }
 
 func tokenRevoke(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet("token revoke", "token revoke ID", e)
-	var sf storeFlags
-	sf.register(fs, e)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: token revoke takes one token id", errUsage)
-	}
-	return sf.withService(ctx, e, func(svc *adminui.Service) error {
-		if err := svc.RevokeToken(ctx, pos[0]); err != nil {
-			return describe(err)
-		}
-		fmt.Fprintf(e.stdout, "revoked token %s\n", pos[0])
-		return nil
+	return idCommand(ctx, e, args, "token revoke", "token", func(svc *adminui.Service, id string) (string, error) {
+		return "revoked token " + id, svc.RevokeToken(ctx, id)
 	})
 }
 
