@@ -274,7 +274,9 @@ func TestStreamReaderPanic(t *testing.T) {
 			t.Errorf("the logs contain the secret %q", secret)
 		}
 	}
-	// The server still serves.
+	// The server still serves (once the credential's short back-off after the
+	// broken stream is over).
+	eventually(t, 2*time.Second, "the credential is ready again", func() bool { return e.credStatus("c1").State == pool.StateReady })
 	if resp, body := e.chat(chatBody("")); resp.StatusCode != http.StatusOK {
 		t.Errorf("after the panic: status = %d (%s)", resp.StatusCode, body)
 	}
