@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -314,5 +315,54 @@ func TestResetPasswordCLI(t *testing.T) {
 	_, body := login(t, p.URL, pw)
 	if body["must_change_password"] != true {
 		t.Errorf("must_change_password = %v, want true", body["must_change_password"])
+	}
+}
+
+// TestSIGTERMLetsStreamsFinish: a stream in flight when SIGTERM arrives
+// runs to its end ([DONE]) and the process then exits 0.
+func TestSIGTERMLetsStreamsFinish(t *testing.T) {
+	gw := fake.Start(t, fake.Options{Credentials: []fake.Credential{{Email: "dev@example.com", Token: "tok-sigterm",
+		Default: fake.Behavior{Pieces: []string{"one ", "two ", "three ", "four ", "five"}, EventDelay: 150 * time.Millisecond}}}})
+	p := startProxy(t, map[string]string{"UPSTREAM_URL": gw.URL, "ADMIN_PASSWORD": "a long enough password"})
+	env := map[string]string{"DATA_DIR": p.DataDir}
+	if _, errOut, code := cli(t, env, "tok-sigterm\n", "credential", "add", "--email", "dev@example.com", "--token", "-"); code != 0 {
+		t.Fatalf("credential add: %s", errOut)
+	}
+	token, _, _ := cli(t, env, "", "token", "create", "--name", "sigterm")
+	token = strings.TrimSpace(token)
+	client := openai.NewClient(option.WithBaseURL(p.URL+"/v1/"), option.WithAPIKey(token), option.WithMaxRetries(0))
+	eventually(t, 2*time.Second, "the credential serves", func() bool {
+		_, err := client.Chat.Completions.New(t.Context(), openai.ChatCompletionNewParams{
+			Model: "claude-sonnet-4", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}})
+		return err == nil
+	})
+
+	stream := client.Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
+		Model: "claude-sonnet-4", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("count")}})
+	if !stream.Next() {
+		t.Fatalf("no first chunk: %v", stream.Err())
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for stream.Next() {
+		for _, c := range stream.Current().Choices {
+			text.WriteString(c.Delta.Content)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("the stream broke during the drain: %v", err)
+	}
+	if !strings.HasSuffix(text.String(), "five") {
+		t.Errorf("stream text = %q, want it to run to the end", text.String())
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the process did not exit after the stream ended")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code = %d, want 0", code)
 	}
 }
