@@ -11,6 +11,7 @@ require (
 	github.com/sethvargo/go-limiter v0.7.1
 	golang.org/x/crypto v0.59.0
 	golang.org/x/sync v0.25.0
+	gopkg.in/yaml.v3 v3.0.1
 	modernc.org/sqlite v1.62.0
 )
 
