@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -23,64 +24,74 @@ const benchClients = 16
 
 const benchBody = `{"model":"claude-sonnet-4","messages":[{"role":"user","content":"Say hello."}]}`
 
-// benchStack is the whole server, wired as serve wires it, in process on a
-// loopback port, in front of a fake gateway on another loopback port.
-type benchStack struct {
+// stack is the whole server, wired as serve wires it, in process on a
+// loopback port, in front of a fake gateway on another loopback port, with
+// the given credentials registered on both sides and one API token.
+type stack struct {
+	app      *app
 	gw       *fake.Server
 	proxyURL string
 	token    string
 }
 
-func startBenchStack(b *testing.B) *benchStack {
-	b.Helper()
-	gw := fake.Start(b, fake.Options{KeepRequests: 16})
-	cfg, err := loadConfig("bench", nil, mapEnv(map[string]string{
-		"DATA_DIR": b.TempDir(), "UPSTREAM_URL": gw.URL, "ADMIN_PASSWORD": "benchmark-password",
-		"MAX_CONCURRENCY": "64", "METRICS_ADDR": "",
-	}))
+// startStack starts a stack; env adds to (or overrides) its configuration.
+func startStack(tb testing.TB, creds []fake.Credential, env map[string]string) *stack {
+	tb.Helper()
+	gw := fake.Start(tb, fake.Options{KeepRequests: 16})
+	vars := map[string]string{
+		"DATA_DIR": tb.TempDir(), "UPSTREAM_URL": gw.URL, "ADMIN_PASSWORD": "in-process-stack-password", "METRICS_ADDR": "",
+	}
+	maps.Copy(vars, env)
+	cfg, err := loadConfig("stack", nil, mapEnv(vars))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	logger := slog.New(slog.DiscardHandler)
-	a, err := newApp(ctx, cfg, logger)
+	a, err := newApp(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
-		b.Fatal(err)
+		cancel()
+		tb.Fatal(err)
 	}
 	svc := a.admin.Service()
-	creds := []fake.Credential{}
-	for _, email := range []string{"one@example.com", "two@example.com", "three@example.com", "four@example.com"} {
-		token := "bench-token-" + email
-		creds = append(creds, fake.Credential{Email: email, Token: token})
-		if _, err := svc.AddCredential(ctx, adminui.CredentialInput{Email: email, Token: token}); err != nil {
-			b.Fatal(err)
-		}
-	}
 	for _, c := range creds {
 		gw.AddCredential(c)
+		if _, err := svc.AddCredential(ctx, adminui.CredentialInput{Email: c.Email, Token: c.Token}); err != nil {
+			tb.Fatal(err)
+		}
 	}
-	plain, _, err := svc.CreateToken(ctx, adminui.TokenInput{Name: "bench"})
+	plain, _, err := svc.CreateToken(ctx, adminui.TokenInput{Name: "stack"})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	a.syncer.changed()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.serve(ctx, ln, nil) }()
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		cancel()
 		<-done
 		a.close()
 	})
-	return &benchStack{gw: gw, proxyURL: "http://" + ln.Addr().String(), token: plain}
+	return &stack{app: a, gw: gw, proxyURL: "http://" + ln.Addr().String(), token: plain}
+}
+
+// startBenchStack: four credentials with room for 64 requests each, so the
+// benchmark measures the proxy, not its queue.
+func startBenchStack(b *testing.B) *stack {
+	b.Helper()
+	var creds []fake.Credential
+	for _, email := range []string{"one@example.com", "two@example.com", "three@example.com", "four@example.com"} {
+		creds = append(creds, fake.Credential{Email: email, Token: "bench-token-" + email})
+	}
+	return startStack(b, creds, map[string]string{"MAX_CONCURRENCY": "64"})
 }
 
 // directRequest is the same chat request sent straight to the fake gateway
 // in its own (unified chat) shape, with the first credential.
-func (s *benchStack) directRequest() (*http.Request, error) {
+func (s *stack) directRequest() (*http.Request, error) {
 	body := `{"request_payload":{"messages":[{"role":"user","content":"Say hello."}],"stream":false},` +
 		`"platform_attributes":{"model":"claude-sonnet-4@20250514"}}`
 	req, err := http.NewRequest("POST", s.gw.URL+"/rovodev/v2/proxy/ai/v2/beta/chat", strings.NewReader(body))
@@ -93,7 +104,7 @@ func (s *benchStack) directRequest() (*http.Request, error) {
 	return req, nil
 }
 
-func (s *benchStack) proxyRequest() (*http.Request, error) {
+func (s *stack) proxyRequest() (*http.Request, error) {
 	req, err := http.NewRequest("POST", s.proxyURL+"/v1/chat/completions", strings.NewReader(benchBody))
 	if err != nil {
 		return nil, err

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -16,69 +13,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/atlassian-proxy/atlassian-proxy/adminui"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
 )
 
 const dashboardPath = "../../deploy/grafana/atlassian-proxy.json"
 
-// dashboardStack is the whole server, wired as serve wires it (as
-// startBenchStack does for benchmarks), in process in front of a fake
-// gateway with two credentials, the first of which is always rate limited
-// so that requests picking it first are retried on the second.
-type dashboardStack struct {
-	app      *app
-	proxyURL string
-	token    string
-}
-
-func startDashboardStack(t *testing.T) *dashboardStack {
+// startDashboardStack is the in-process server in front of a fake gateway
+// with two credentials, the first of which is always rate limited, so that
+// requests picking it first are retried on the second.
+func startDashboardStack(t *testing.T) *stack {
 	t.Helper()
-	gw := fake.Start(t)
-	cfg, err := loadConfig("dashboard", nil, mapEnv(map[string]string{
-		"DATA_DIR": t.TempDir(), "UPSTREAM_URL": gw.URL, "ADMIN_PASSWORD": "dashboard-password",
-		"METRICS_ADDR": "",
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := newApp(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	svc := a.admin.Service()
-	for i, email := range []string{"limited@example.com", "fine@example.com"} {
-		c := fake.Credential{Email: email, Token: "dashboard-token-" + email}
-		if i == 0 {
-			c.Default = fake.Behavior{Fault: fake.RateLimitMinute}
-		}
-		gw.AddCredential(c)
-		if _, err := svc.AddCredential(ctx, adminui.CredentialInput{Email: c.Email, Token: c.Token}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	plain, _, err := svc.CreateToken(ctx, adminui.TokenInput{Name: "dashboard"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.syncer.changed()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.serve(ctx, ln, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		a.close()
-	})
-	return &dashboardStack{app: a, proxyURL: "http://" + ln.Addr().String(), token: plain}
+	return startStack(t, []fake.Credential{
+		{Email: "limited@example.com", Token: "dashboard-token-limited", Default: fake.Behavior{Fault: fake.RateLimitMinute}},
+		{Email: "fine@example.com", Token: "dashboard-token-fine"},
+	}, nil)
 }
 
-func (s *dashboardStack) chat(t *testing.T) int {
+func (s *stack) chat(t *testing.T) int {
 	t.Helper()
 	req, err := http.NewRequest("POST", s.proxyURL+"/v1/chat/completions", strings.NewReader(benchBody))
 	if err != nil {
