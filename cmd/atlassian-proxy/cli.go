@@ -135,7 +135,19 @@ func credentialAdd(ctx context.Context, e env, args []string) error {
 }
 
 func credentialList(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet("credential list", "credential list [--json]", e)
+	return listCommand(ctx, e, args, "credential list", (*adminui.Service).ListCredentials,
+		"ID\tEMAIL\tTOKEN\tLABEL\tCLOUD ID\tENABLED\tMAX\tCREATED",
+		func(c adminui.CredentialView) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%t\t%d\t%s", c.ID, c.Email, c.TokenMasked, dash(c.Label), dash(c.CloudID),
+				c.Enabled, c.MaxConcurrency, c.CreatedAt.Format(time.DateTime))
+		})
+}
+
+// listCommand runs a list subcommand: a table of one row per record, or
+// JSON with --json.
+func listCommand[T any](ctx context.Context, e env, args []string, name string,
+	list func(*adminui.Service, context.Context) ([]T, error), header string, row func(T) string) error {
+	fs := newFlagSet(name, name+" [--json]", e)
 	var sf storeFlags
 	sf.register(fs, e)
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -143,18 +155,17 @@ func credentialList(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	return sf.withService(ctx, e, func(svc *adminui.Service) error {
-		list, err := svc.ListCredentials(ctx)
+		records, err := list(svc, ctx)
 		if err != nil {
 			return describe(err)
 		}
 		if *asJSON {
-			return writeJSON(e.stdout, list)
+			return writeJSON(e.stdout, records)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tEMAIL\tTOKEN\tLABEL\tCLOUD ID\tENABLED\tMAX\tCREATED")
-		for _, c := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%d\t%s\n", c.ID, c.Email, c.TokenMasked, dash(c.Label), dash(c.CloudID),
-				c.Enabled, c.MaxConcurrency, c.CreatedAt.Format(time.DateTime))
+		fmt.Fprintln(tw, header)
+		for _, r := range records {
+			fmt.Fprintln(tw, row(r))
 		}
 		return tw.Flush()
 	})
@@ -242,29 +253,12 @@ func tokenCreate(ctx context.Context, e env, args []string) error {
 }
 
 func tokenList(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet("token list", "token list [--json]", e)
-	var sf storeFlags
-	sf.register(fs, e)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	return sf.withService(ctx, e, func(svc *adminui.Service) error {
-		list, err := svc.ListTokens(ctx)
-		if err != nil {
-			return describe(err)
-		}
-		if *asJSON {
-			return writeJSON(e.stdout, list)
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tCREATED\tLAST USED\tEXPIRES")
-		for _, t := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Prefix, t.CreatedAt.Format(time.DateTime),
+	return listCommand(ctx, e, args, "token list", (*adminui.Service).ListTokens,
+		"ID\tNAME\tPREFIX\tCREATED\tLAST USED\tEXPIRES",
+		func(t adminui.TokenView) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", t.ID, t.Name, t.Prefix, t.CreatedAt.Format(time.DateTime),
 				timeOrDash(t.LastUsedAt), timeOrDash(t.ExpiresAt))
-		}
-		return tw.Flush()
-	})
+		})
 }
 
 func tokenRevoke(ctx context.Context, e env, args []string) error {
