@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -119,6 +120,11 @@ type API struct {
 
 	limits tokenLimits // per-token rate limits; Close stops them
 
+	// aborting is closed by AbortStreams when the shutdown grace is over:
+	// every stream still open ends with an SSE error event.
+	aborting  chan struct{}
+	abortOnce sync.Once
+
 	mux     *chi.Mux
 	handler http.Handler
 }
@@ -158,10 +164,18 @@ func New(cfg Config, deps Deps) (*API, error) {
 		up:      deps.Upstream,
 		disp:    deps.Dispatcher,
 		ready:   deps.Ready,
+
+		aborting: make(chan struct{}),
 	}
 	a.routes(deps.Registerer)
 	return a, nil
 }
+
+// AbortStreams ends every stream still open (and any that starts later)
+// with an SSE error event telling the client to retry, and no [DONE]: what
+// the server does when its shutdown grace is over, so that no client takes
+// a cut stream for a complete answer. It does not wait for them.
+func (a *API) AbortStreams() { a.abortOnce.Do(func() { close(a.aborting) }) }
 
 // Handler returns the router. It is built once by New.
 func (a *API) Handler() http.Handler { return a.handler }

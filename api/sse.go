@@ -183,6 +183,11 @@ func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stre
 		select {
 		case <-ctx.Done():
 			return pool.OutcomeCanceled, pool.Usage{}
+		case <-a.aborting:
+			// The server's shutdown grace is over: not the credential's fault.
+			_ = sw.data(openaierr.New(openaierr.TypeServer, "server_shutting_down", "",
+				"The server is shutting down and could not finish this answer. Please retry."))
+			return pool.OutcomeCanceled, pool.Usage{}
 		case <-keepAlive.C:
 			if sw.comment("keep-alive") != nil {
 				return pool.OutcomeCanceled, pool.Usage{}

@@ -366,3 +366,53 @@ func TestSIGTERMLetsStreamsFinish(t *testing.T) {
 		t.Errorf("exit code = %d, want 0", code)
 	}
 }
+
+// TestSIGTERMAfterGraceEndsStreamsWithAnError: a stream still running when
+// SHUTDOWN_GRACE is over ends with an SSE error event (no [DONE]), and the
+// process exits 0.
+func TestSIGTERMAfterGraceEndsStreamsWithAnError(t *testing.T) {
+	gw := fake.Start(t, fake.Options{Credentials: []fake.Credential{{Email: "dev@example.com", Token: "tok-grace",
+		Default: fake.Behavior{Pieces: strings.Fields(strings.Repeat("word ", 40)), EventDelay: 200 * time.Millisecond}}}})
+	p := startProxy(t, map[string]string{"UPSTREAM_URL": gw.URL, "ADMIN_PASSWORD": "a long enough password", "SHUTDOWN_GRACE": "1s"})
+	env := map[string]string{"DATA_DIR": p.DataDir}
+	if _, errOut, code := cli(t, env, "tok-grace\n", "credential", "add", "--email", "dev@example.com", "--token", "-"); code != 0 {
+		t.Fatalf("credential add: %s", errOut)
+	}
+	token, _, _ := cli(t, env, "", "token", "create", "--name", "grace")
+	token = strings.TrimSpace(token)
+	client := openai.NewClient(option.WithBaseURL(p.URL+"/v1/"), option.WithAPIKey(token), option.WithMaxRetries(0))
+	params := openai.ChatCompletionNewParams{Model: "claude-sonnet-4", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("talk")}}
+	var stream interface {
+		Next() bool
+		Err() error
+	}
+	eventually(t, 2*time.Second, "a stream starts", func() bool {
+		s := client.Chat.Completions.NewStreaming(t.Context(), params)
+		if !s.Next() {
+			return false
+		}
+		stream = s
+		return true
+	})
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for stream.Next() {
+	}
+	err := stream.Err()
+	if err == nil || !strings.Contains(err.Error(), "server_shutting_down") {
+		t.Errorf("stream error = %v, want the server_shutting_down event", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the stream ended %s after SIGTERM, want about the 1 s grace", took)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the process did not exit")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code = %d, want 0", code)
+	}
+}

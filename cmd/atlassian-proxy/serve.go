@@ -227,8 +227,15 @@ func (a *app) serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
 		defer cancel()
 		if err := srv.Shutdown(shutCtx); err != nil {
-			a.logger.Warn("grace period over; closing remaining connections", "err", err)
-			srv.Close()
+			// Streams still open get an SSE error event rather than a cut
+			// that could pass for a complete answer, then a moment to send it.
+			a.logger.Warn("grace period over; ending the streams still open", "err", err)
+			a.api.AbortStreams()
+			lastCtx, cancelLast := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			if err := srv.Shutdown(lastCtx); errors.Is(err, context.DeadlineExceeded) {
+				srv.Close()
+			}
+			cancelLast()
 		}
 		for _, hs := range servers[1:] { // metrics last, so the drain can be watched
 			hs.Close()
