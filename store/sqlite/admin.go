@@ -107,15 +107,7 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 		if err != nil {
 			return false, err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE sessions SET last_seen_at = ? WHERE id = ?`, n, id)
-		if err != nil {
-			return false, err
-		}
-		changed, err := rowsChanged(res)
-		if err == nil && !changed {
-			err = store.ErrNotFound
-		}
-		return changed, err
+		return execOne(ctx, tx, `UPDATE sessions SET last_seen_at = ? WHERE id = ?`, n, id)
 	})
 }
 

@@ -92,18 +92,10 @@ func (s *Store) UpdateCredential(ctx context.Context, c store.Credential) error 
 		if err != nil {
 			return false, err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE credentials SET
+		return execOne(ctx, tx, `UPDATE credentials SET
 email = ?, email_fold = ?, token = ?, cloud_id = ?, label = ?, enabled = ?, max_concurrency = ?, updated_at = ?
 WHERE id = ?`,
 			c.Email, foldEmail(c.Email), nonNil(c.Token), c.CloudID, c.Label, c.Enabled, c.MaxConcurrency, updated, c.ID)
-		if err != nil {
-			return false, err
-		}
-		changed, err := rowsChanged(res)
-		if err == nil && !changed {
-			err = store.ErrNotFound
-		}
-		return changed, err
 	})
 }
 
@@ -117,15 +109,7 @@ func (s *Store) DeleteCredential(ctx context.Context, id string) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM credential_states WHERE credential_id = ?`, id); err != nil {
 			return false, err
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM credentials WHERE id = ?`, id)
-		if err != nil {
-			return false, err
-		}
-		changed, err := rowsChanged(res)
-		if err == nil && !changed {
-			err = store.ErrNotFound
-		}
-		return changed, err
+		return execOne(ctx, tx, `DELETE FROM credentials WHERE id = ?`, id)
 	})
 }
 

@@ -306,6 +306,20 @@ func rowsChanged(res sql.Result) (bool, error) {
 	return n > 0, nil
 }
 
+// execOne runs a statement that must change at least one row (an update or
+// delete by id): store.ErrNotFound when it changed none.
+func execOne(ctx context.Context, tx *sql.Tx, query string, args ...any) (bool, error) {
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return false, err
+	}
+	changed, err := rowsChanged(res)
+	if err == nil && !changed {
+		err = store.ErrNotFound
+	}
+	return changed, err
+}
+
 // checkID rejects an empty identifier, which no record may have.
 func checkID(what, id string) error {
 	if id == "" {

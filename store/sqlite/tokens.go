@@ -106,16 +106,8 @@ func (s *Store) UpdateToken(ctx context.Context, t store.APIToken) error {
 		if err != nil {
 			return false, err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE api_tokens SET name = ?, expires_at = ?, allowed_models = ?, rate_limit = ?
+		return execOne(ctx, tx, `UPDATE api_tokens SET name = ?, expires_at = ?, allowed_models = ?, rate_limit = ?
 WHERE id = ?`, t.Name, expires, models, t.RateLimit, t.ID)
-		if err != nil {
-			return false, err
-		}
-		changed, err := rowsChanged(res)
-		if err == nil && !changed {
-			err = store.ErrNotFound
-		}
-		return changed, err
 	})
 }
 
@@ -123,15 +115,7 @@ WHERE id = ?`, t.Name, expires, models, t.RateLimit, t.ID)
 func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	op := fmt.Sprintf("delete token %q", id)
 	return s.write(ctx, op, func(tx *sql.Tx) (bool, error) {
-		res, err := tx.ExecContext(ctx, `DELETE FROM api_tokens WHERE id = ?`, id)
-		if err != nil {
-			return false, err
-		}
-		changed, err := rowsChanged(res)
-		if err == nil && !changed {
-			err = store.ErrNotFound
-		}
-		return changed, err
+		return execOne(ctx, tx, `DELETE FROM api_tokens WHERE id = ?`, id)
 	})
 }
 
