@@ -118,7 +118,8 @@ type API struct {
 	disp    Dispatcher
 	ready   func(ctx context.Context) error
 
-	limits tokenLimits // per-token rate limits; Close stops them
+	limits  tokenLimits // per-token rate limits; Close stops them
+	metrics *metrics    // nil: no metrics
 
 	// aborting is closed by AbortStreams when the shutdown grace is over:
 	// every stream still open ends with an SSE error event.
@@ -167,6 +168,11 @@ func New(cfg Config, deps Deps) (*API, error) {
 
 		aborting: make(chan struct{}),
 	}
+	m, err := newMetrics(deps.Registerer, deps.Catalog)
+	if err != nil {
+		return nil, err
+	}
+	a.metrics = m
 	a.routes(deps.Registerer)
 	return a, nil
 }
@@ -188,6 +194,7 @@ func (a *API) Mount(pattern string, h http.Handler) { a.mux.Mount(pattern, h) }
 func (a *API) routes(reg prometheus.Registerer) {
 	r := chi.NewRouter()
 	r.Use(
+		markArrival, // first: the time to first token counts from here
 		observability.RequestID,
 		observability.AccessLog(a.logger),
 		observability.HTTPMetrics(reg), // a no-op when reg is nil

@@ -162,8 +162,12 @@ func tooLarge(limit int64) *apiError {
 
 // finish returns the lease with the attempt's outcome (exactly once per
 // lease: every path below calls it once) and logs who served the request.
-func (a *API) finish(ctx context.Context, lease *pool.Lease, o pool.Outcome, u pool.Usage) {
+// A success counts its tokens under model, the catalog's canonical id.
+func (a *API) finish(ctx context.Context, lease *pool.Lease, model string, o pool.Outcome, u pool.Usage) {
 	lease.Done(o, u)
+	if o == pool.OutcomeSuccess {
+		a.metrics.usage(model, u)
+	}
 	observability.AddLogAttrs(ctx,
 		slog.String("credential_id", lease.Credential().ID),
 		slog.Int("attempts", lease.Attempts()),
@@ -210,7 +214,7 @@ func (a *API) completeChat(w http.ResponseWriter, r *http.Request, m gateway.Mod
 		return
 	}
 	// The upstream did its work: a client that leaves now does not change that.
-	a.finish(r.Context(), lease, pool.OutcomeSuccess, poolUsage(resp.Usage))
+	a.finish(r.Context(), lease, m.ID, pool.OutcomeSuccess, poolUsage(resp.Usage))
 	openaierr.WriteJSON(w, http.StatusOK, resp)
 }
 
@@ -222,13 +226,16 @@ func (a *API) streamCompleted(w http.ResponseWriter, r *http.Request, m gateway.
 		a.renderUpstreamError(w, r, err)
 		return
 	}
-	a.finish(r.Context(), lease, pool.OutcomeSuccess, poolUsage(resp.Usage))
+	a.finish(r.Context(), lease, m.ID, pool.OutcomeSuccess, poolUsage(resp.Usage))
 	sw := startSSE(w)
+	ft := a.newFirstToken(r.Context(), m.ID)
 	chunks := gateway.Chunks(resp)
 	for i := range chunks {
 		if sw.data(&chunks[i]) != nil {
+			a.metrics.abort(abortClientGone)
 			return // the client went away
 		}
+		ft.observe(&chunks[i])
 	}
 	if includeUsage(req) {
 		var u gateway.Usage
@@ -237,10 +244,13 @@ func (a *API) streamCompleted(w http.ResponseWriter, r *http.Request, m gateway.
 		}
 		uc := gateway.UsageChunk(resp.ID, resp.Created, resp.Model, u)
 		if sw.data(&uc) != nil {
+			a.metrics.abort(abortClientGone)
 			return
 		}
 	}
-	_ = sw.done()
+	if sw.done() != nil {
+		a.metrics.abort(abortClientGone)
+	}
 }
 
 func includeUsage(req *gateway.ChatRequest) bool {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
 	"github.com/atlassian-proxy/atlassian-proxy/dispatch"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
@@ -46,6 +48,7 @@ type envOptions struct {
 	catalog    *gateway.Catalog // nil: the default catalog
 	// transport wraps the gateway client's transport (fault injection).
 	transport func(http.RoundTripper) http.RoundTripper
+	reg       prometheus.Registerer // nil: no metrics
 }
 
 type env struct {
@@ -136,7 +139,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	a, err := New(o.cfg, Deps{
 		Logger: logger, Tokens: e.tokens, Catalog: catalog,
-		Upstream: client, Dispatcher: d, Ready: ready,
+		Upstream: client, Dispatcher: d, Ready: ready, Registerer: o.reg,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

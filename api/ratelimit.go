@@ -114,6 +114,7 @@ func (a *API) rateLimited(w http.ResponseWriter, r *http.Request, tok store.APIT
 		return false
 	}
 	h.Set("Retry-After", strconv.FormatInt(wait, 10))
+	a.metrics.rejected(limitToken)
 	aerr := &apiError{
 		status: http.StatusTooManyRequests, typ: openaierr.TypeRequests, code: "rate_limit_exceeded",
 		message: fmt.Sprintf("Rate limit reached for this API key on requests per min (RPM): Limit %d. Please try again in %ds.", limit, wait),

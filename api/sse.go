@@ -129,8 +129,15 @@ func (a *API) streamChat(w http.ResponseWriter, r *http.Request, m gateway.Model
 	// Deferred, so that the lease is returned even if relay panics
 	// (as canceled: a bug of ours is no fault of the credential).
 	o, u := pool.OutcomeCanceled, pool.Usage{}
-	defer func() { a.finish(ctx, lease, o, u) }()
-	o, u = a.relay(ctx, w, st, cancel, includeUsage(req))
+	returned := false
+	defer func() {
+		if !returned {
+			a.metrics.abort(abortPanic) // relay panicked; Recover answers
+		}
+		a.finish(ctx, lease, m.ID, o, u)
+	}()
+	o, u = a.relay(ctx, w, st, cancel, includeUsage(req), a.newFirstToken(ctx, m.ID))
+	returned = true
 }
 
 // nextResult is one answer of gateway.Stream.Next.
@@ -145,7 +152,10 @@ type nextResult struct {
 // st.Next only when asked (so a chunk is never overwritten while it is
 // being written) and which it stops and waits for before returning. It
 // cancels the upstream (cancel) and closes st before returning.
-func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stream, cancel context.CancelFunc, withUsage bool) (pool.Outcome, pool.Usage) {
+//
+// Every way it ends without [DONE] counts one stream abort; ft observes the
+// time to first token.
+func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stream, cancel context.CancelFunc, withUsage bool, ft *firstToken) (pool.Outcome, pool.Usage) {
 	asks := make(chan struct{}, 1)      // "read the next event"; at most one outstanding
 	results := make(chan nextResult, 1) // one answer per ask: the send never blocks
 	stop := make(chan struct{})
@@ -182,14 +192,17 @@ func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stre
 	for {
 		select {
 		case <-ctx.Done():
+			a.metrics.abort(abortClientGone)
 			return pool.OutcomeCanceled, pool.Usage{}
 		case <-a.aborting:
+			a.metrics.abort(abortShutdown)
 			// The server's shutdown grace is over: not the credential's fault.
 			_ = sw.data(openaierr.New(openaierr.TypeServer, "server_shutting_down", "",
 				"The server is shutting down and could not finish this answer. Please retry."))
 			return pool.OutcomeCanceled, pool.Usage{}
 		case <-keepAlive.C:
 			if sw.comment("keep-alive") != nil {
+				a.metrics.abort(abortClientGone)
 				return pool.OutcomeCanceled, pool.Usage{}
 			}
 			keepAlive.Reset(a.cfg.StreamKeepAlive)
@@ -198,8 +211,10 @@ func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stre
 			case res.err == nil:
 				chunks++
 				if sw.data(res.chunk) != nil {
+					a.metrics.abort(abortClientGone)
 					return pool.OutcomeCanceled, pool.Usage{}
 				}
+				ft.observe(res.chunk)
 				keepAlive.Reset(a.cfg.StreamKeepAlive)
 				asks <- struct{}{}
 			case errors.Is(res.err, io.EOF):
@@ -209,15 +224,24 @@ func (a *API) relay(ctx context.Context, w http.ResponseWriter, st *gateway.Stre
 				if withUsage {
 					uc := gateway.UsageChunk(st.ID(), st.Created(), st.Model(), gu)
 					if sw.data(&uc) != nil {
+						a.metrics.abort(abortClientGone)
 						return pool.OutcomeSuccess, pu
 					}
 				}
-				_ = sw.done()
+				if sw.done() != nil {
+					a.metrics.abort(abortClientGone)
+				}
 				observability.AddLogAttrs(ctx, slog.Int("chunks", chunks))
 				return pool.OutcomeSuccess, pu
 			case ctx.Err() != nil:
+				a.metrics.abort(abortClientGone)
 				return pool.OutcomeCanceled, pool.Usage{}
 			default:
+				if errors.Is(res.err, errReaderPanic) {
+					a.metrics.abort(abortPanic)
+				} else {
+					a.metrics.abort(abortUpstreamBroken)
+				}
 				pu, _ := usage()
 				return a.streamBroken(ctx, sw, res.err, chunks), pu
 			}
