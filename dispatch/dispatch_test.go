@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/atlassian-proxy/atlassian-proxy/internal/metrictest"
 	"net/http"
 	"strings"
 	"sync"
@@ -490,20 +491,7 @@ func TestMetrics(t *testing.T) {
 		}
 		l.Done(pool.OutcomeSuccess, pool.Usage{})
 		_, _ = e.d.Do(t.Context(), (&script{errs: []error{fail(pool.OutcomeClientError)}}).call)
-		fams, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]float64{}
-		for _, f := range fams {
-			for _, m := range f.GetMetric() {
-				key := f.GetName()
-				for _, lp := range m.GetLabel() {
-					key += "," + lp.GetName() + "=" + lp.GetValue()
-				}
-				got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
+		got := metrictest.Values(t, reg)
 		for key, want := range map[string]float64{
 			"atlassian_proxy_dispatch_requests_total,result=success":      1,
 			"atlassian_proxy_dispatch_requests_total,result=client_error": 1,

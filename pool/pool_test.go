@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/atlassian-proxy/atlassian-proxy/internal/metrictest"
 	"runtime"
 	"strings"
 	"sync"
@@ -563,20 +564,7 @@ func TestMetrics(t *testing.T) {
 		l := mustAcquire(t, p)
 		mustAcquire(t, p).Finish(Result{Outcome: OutcomeRateLimited, RetryAfter: time.Minute})
 		synctest.Wait()
-		fams, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]float64{}
-		for _, f := range fams {
-			for _, m := range f.GetMetric() {
-				key := f.GetName()
-				for _, lp := range m.GetLabel() {
-					key += "," + lp.GetName() + "=" + lp.GetValue()
-				}
-				got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
+		got := metrictest.Values(t, reg)
 		for key, want := range map[string]float64{
 			"atlassian_proxy_upstream_attempts_total,credential=b,outcome=rate_limited": 1,
 			"atlassian_proxy_pool_cooldowns_total,reason=rate_limited":                  1,
