@@ -53,7 +53,7 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
   CMD wget -q -O /dev/null "http://127.0.0.1:${PORT}/health" || exit 1
 
 # SIGTERM drains: /ready turns 503, in-flight requests get SHUTDOWN_GRACE (25s).
-# Give the container a longer stop timeout (docker stop -t 30 / stop_grace_period).
+# Give the container a longer stop timeout (docker stop -t 40 / stop_grace_period: SHUTDOWN_DELAY + SHUTDOWN_GRACE + 2 s).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/atlassian-proxy"]
 CMD ["serve"]

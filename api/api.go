@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sethvargo/go-limiter"
 
 	"github.com/atlassian-proxy/atlassian-proxy/dispatch"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
@@ -18,6 +19,7 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
+	"github.com/atlassian-proxy/atlassian-proxy/usage"
 )
 
 // Defaults of Config.
@@ -105,6 +107,20 @@ type Deps struct {
 	// Ready reports whether the service can serve (the store answers);
 	// nil means always ready.
 	Ready func(ctx context.Context) error
+	// Degraded lists what is wrong while the service still serves (for
+	// example "store_unavailable"): /ready then answers 200 with status
+	// "degraded" and the list. nil: never degraded.
+	Degraded func() []string
+	// Usage counts answered requests (usage accounting); nil: not counted.
+	Usage UsageRecorder
+	// Limiters makes the store of the per-token rate limit of one rate
+	// (requests per minute); nil: in-process stores (limits per replica).
+	Limiters func(perMinute int) (limiter.Store, error)
+}
+
+// UsageRecorder is what the API tells the usage accounting (usage.Recorder).
+type UsageRecorder interface {
+	Record(usage.Event)
 }
 
 // API is the OpenAI-compatible HTTP surface: /v1/models,
@@ -117,6 +133,8 @@ type API struct {
 	up      Upstream
 	disp    Dispatcher
 	ready   func(ctx context.Context) error
+	degr    func() []string
+	usage   UsageRecorder // nil: not counted
 
 	limits  tokenLimits // per-token rate limits; Close stops them
 	metrics *metrics    // nil: no metrics
@@ -165,6 +183,9 @@ func New(cfg Config, deps Deps) (*API, error) {
 		up:      deps.Upstream,
 		disp:    deps.Dispatcher,
 		ready:   deps.Ready,
+		degr:    deps.Degraded,
+		usage:   deps.Usage,
+		limits:  tokenLimits{make: deps.Limiters},
 
 		aborting: make(chan struct{}),
 	}
@@ -220,7 +241,8 @@ func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 }
 
 type statusBody struct {
-	Status string `json:"status"`
+	Status   string   `json:"status"`
+	Problems []string `json:"problems,omitempty"`
 }
 
 func (a *API) readiness(w http.ResponseWriter, r *http.Request) {
@@ -230,6 +252,12 @@ func (a *API) readiness(w http.ResponseWriter, r *http.Request) {
 		if err := a.ready(ctx); err != nil {
 			a.logger.LogAttrs(r.Context(), slog.LevelWarn, "not ready", slog.Any("error", err))
 			openaierr.WriteJSON(w, http.StatusServiceUnavailable, statusBody{Status: "unavailable"})
+			return
+		}
+	}
+	if a.degr != nil {
+		if p := a.degr(); len(p) > 0 {
+			openaierr.WriteJSON(w, http.StatusOK, statusBody{Status: "degraded", Problems: p})
 			return
 		}
 	}

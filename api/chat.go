@@ -17,6 +17,7 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/observability"
 	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
+	"github.com/atlassian-proxy/atlassian-proxy/usage"
 )
 
 // chatCompletions answers POST /v1/chat/completions (behind requireToken).
@@ -168,6 +169,16 @@ func (a *API) finish(ctx context.Context, lease *pool.Lease, model string, o poo
 	if o == pool.OutcomeSuccess {
 		a.metrics.usage(model, u)
 	}
+	if a.usage != nil {
+		ev := usage.Event{
+			CredentialID: lease.Credential().ID, TokenID: tokenID(ctx), Model: model,
+			InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+		}
+		if o != pool.OutcomeSuccess && o != pool.OutcomeCanceled {
+			ev.Failed, ev.Error = true, "stream ended early: "+o.String()
+		}
+		a.usage.Record(ev)
+	}
 	observability.AddLogAttrs(ctx,
 		slog.String("credential_id", lease.Credential().ID),
 		slog.Int("attempts", lease.Attempts()),
@@ -210,7 +221,7 @@ func (a *API) complete(ctx context.Context, m gateway.Model, req *gateway.ChatRe
 func (a *API) completeChat(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
 	resp, lease, err := a.complete(r.Context(), m, req)
 	if err != nil {
-		a.renderUpstreamError(w, r, err)
+		a.renderUpstreamError(w, r, m.ID, err)
 		return
 	}
 	// The upstream did its work: a client that leaves now does not change that.
@@ -223,7 +234,7 @@ func (a *API) completeChat(w http.ResponseWriter, r *http.Request, m gateway.Mod
 func (a *API) streamCompleted(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
 	resp, lease, err := a.complete(r.Context(), m, req)
 	if err != nil {
-		a.renderUpstreamError(w, r, err)
+		a.renderUpstreamError(w, r, m.ID, err)
 		return
 	}
 	a.finish(r.Context(), lease, m.ID, pool.OutcomeSuccess, poolUsage(resp.Usage))

@@ -15,6 +15,7 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/observability"
 	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
+	"github.com/atlassian-proxy/atlassian-proxy/usage"
 )
 
 // statusClientClosed is written (for the access log only: nobody reads
@@ -67,8 +68,9 @@ func retryAfterSeconds(d time.Duration) int64 {
 // renderUpstreamError turns what Dispatcher.Do returned into a response:
 // a *dispatch.Error (no credential could serve), or an upstream error
 // passed through as is (a client error, or the second 403).
-func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
+func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, model string, err error) {
 	ctx := r.Context()
+	a.recordFailure(ctx, model, err)
 	var de *dispatch.Error
 	var ge *gateway.Error
 	switch {
@@ -156,4 +158,31 @@ func dispatchStatus(k dispatch.Kind) (status int, typ, code string) {
 	default: // dispatch.UpstreamFailed and anything newer
 		return http.StatusBadGateway, openaierr.TypeServer, "upstream_error"
 	}
+}
+
+// recordFailure counts a request that got no answer from any credential in
+// the usage accounting (a client that went away is not counted). The error
+// text kept for the dashboard is what the client is told, never a secret.
+func (a *API) recordFailure(ctx context.Context, model string, err error) {
+	if a.usage == nil || errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		return
+	}
+	var (
+		de  *dispatch.Error
+		ge  *gateway.Error
+		msg string
+	)
+	switch {
+	case errors.As(err, &de):
+		status, _, code := dispatchStatus(de.Kind)
+		if status == statusClientClosed {
+			return
+		}
+		msg = code + ": " + de.Message
+	case errors.As(err, &ge):
+		msg = fmt.Sprintf("%s (HTTP %d): %s", ge.Kind, ge.Status, ge.Message)
+	default:
+		msg = "upstream_error: the upstream AI gateway could not be reached"
+	}
+	a.usage.Record(usage.Event{TokenID: tokenID(ctx), Model: model, Failed: true, Error: clip(msg, 300)})
 }

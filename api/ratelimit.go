@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/sethvargo/go-limiter"
-	"github.com/sethvargo/go-limiter/memorystore"
 
 	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
+	"github.com/atlassian-proxy/atlassian-proxy/ratelimit"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
@@ -25,7 +25,8 @@ const rateWindow = time.Minute
 // token whose rate changes moves to another store, with a full bucket.
 // The limits hold per replica: each process counts its own requests.
 type tokenLimits struct {
-	stores sync.Map // int (requests per minute) → limiter.Store
+	make   func(perMinute int) (limiter.Store, error) // nil: memorystore
+	stores sync.Map                                   // int (requests per minute) → limiter.Store
 
 	mu     sync.Mutex // creation and Close
 	closed bool
@@ -63,15 +64,15 @@ func (l *tokenLimits) store(rate int) (limiter.Store, error) {
 	if st, ok := l.stores.Load(rate); ok {
 		return st.(limiter.Store), nil
 	}
-	// Each store runs a sweeper goroutine, stopped by close. A bucket idle
-	// for a few windows is full again: dropping it loses nothing.
-	st, err := memorystore.New(&memorystore.Config{
-		Tokens:        uint64(rate),
-		Interval:      rateWindow,
-		SweepInterval: 10 * rateWindow,
-		SweepMinTTL:   10 * rateWindow,
-		InitialAlloc:  16,
-	})
+	if l.make != nil {
+		st, err := l.make(rate)
+		if err != nil {
+			return nil, fmt.Errorf("api: token rate limit: %w", err)
+		}
+		l.stores.Store(rate, st)
+		return st, nil
+	}
+	st, err := ratelimit.Memory(uint64(rate), rateWindow)
 	if err != nil {
 		return nil, fmt.Errorf("api: token rate limit: %w", err)
 	}

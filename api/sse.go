@@ -123,7 +123,7 @@ func (a *API) streamChat(w http.ResponseWriter, r *http.Request, m gateway.Model
 		return nil
 	})
 	if err != nil {
-		a.renderUpstreamError(w, r, err)
+		a.renderUpstreamError(w, r, m.ID, err)
 		return
 	}
 	// Deferred, so that the lease is returned even if relay panics

@@ -199,3 +199,24 @@ func writeSync(f *os.File, data []byte) error {
 	}
 	return err
 }
+
+// ReplaceKeyFile writes key to the file at path (mode 0600), replacing the
+// key there in one rename: a reader sees the old key or the new one. Used
+// by key rotation once every secret is sealed with the new key.
+func ReplaceKeyFile(path string, key []byte) error {
+	if len(key) != KeySize {
+		return fmt.Errorf("auth: key must be %d bytes", KeySize)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".key-*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("auth: replace key file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := writeSync(tmp, []byte(EncodeKey(key)+"\n")); err != nil {
+		return fmt.Errorf("auth: replace key file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("auth: replace key file: %w", err)
+	}
+	return nil
+}

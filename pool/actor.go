@@ -285,7 +285,10 @@ func (a *actor) effects(fx effects) {
 		rec := a.st.record(id)
 		p.bg.persist(persistJob{id: id, set: &rec})
 	case fx.persist == persistClear:
-		p.bg.persist(persistJob{id: id})
+		// Written, not deleted: other replicas sharing the store learn
+		// of the recovery from it.
+		rec := store.CredentialState{CredentialID: id, State: store.StateReady, Reason: OutcomeSuccess.String(), UpdatedAt: a.st.changedAt}
+		p.bg.persist(persistJob{id: id, set: &rec})
 	}
 	if fx.check && p.deps.Checker != nil {
 		p.bg.check(checkJob{a: a, gen: a.st.checkGen})

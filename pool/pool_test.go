@@ -276,8 +276,8 @@ func TestInvalidRecheckCadence(t *testing.T) {
 		if st := statusOf(t, p, "a"); st.State != StateReady {
 			t.Fatalf("after a good check: got %s, want ready", st.State)
 		}
-		if _, ok := states.get("a"); ok {
-			t.Error("the invalid state is still persisted")
+		if st, ok := states.get("a"); !ok || st.State != store.StateReady {
+			t.Errorf("after a good check the stored state is %+v, want ready (so other replicas learn of it)", st)
 		}
 		time.Sleep(time.Hour)
 		synctest.Wait()
@@ -368,13 +368,13 @@ func TestStatesPersistAndRestore(t *testing.T) {
 		} else {
 			l.Done(OutcomeSuccess, Usage{})
 		}
-		// Reset clears the persisted state too.
+		// Reset replaces the persisted state with a ready one.
 		if err := q.Reset("b"); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		if _, ok := states.get("b"); ok {
-			t.Error("b: persisted state survived a reset")
+		if st, ok := states.get("b"); !ok || st.State != store.StateReady {
+			t.Errorf("b: stored state after a reset is %+v, want ready", st)
 		}
 		// A later Sync with the (now stale) states does not undo the reset.
 		q.Sync(all, []store.CredentialState{{CredentialID: "b", State: "invalid", Reason: "unauthorized", UpdatedAt: time.Now().Add(-time.Hour)}})
@@ -604,4 +604,40 @@ func TestConfigValidate(t *testing.T) {
 	if err := (Config{}).Validate(); err != nil {
 		t.Errorf("zero Config: %v", err)
 	}
+}
+
+// A recovery decided elsewhere (another replica's reset or passing check)
+// reaches this pool as a stored "ready" state newer than what it knows;
+// an older one changes nothing.
+func TestRestoreReadyFromAnotherReplica(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPool(t, Config{}, Deps{States: newMemStates()})
+		all := []Spec{spec("a", 4), spec("b", 4)}
+		p.Sync(all, nil)
+		start(t, p)
+		synctest.Wait()
+		mustAcquire(t, p, "b").Done(OutcomeUnauthorized, Usage{})
+		mustAcquire(t, p, "a").Finish(Result{Outcome: OutcomeRateLimited, RetryAfter: time.Hour})
+		synctest.Wait()
+		if st := statusOf(t, p, "a"); st.State != StateInvalid {
+			t.Fatalf("a: got %s, want invalid", st.State)
+		}
+		stale := time.Now().Add(-time.Minute)
+		p.Sync(all, []store.CredentialState{{CredentialID: "a", State: store.StateReady, UpdatedAt: stale}})
+		synctest.Wait()
+		if st := statusOf(t, p, "a"); st.State != StateInvalid {
+			t.Errorf("a after an older ready state: got %s, want invalid", st.State)
+		}
+		time.Sleep(time.Second)
+		p.Sync(all, []store.CredentialState{
+			{CredentialID: "a", State: store.StateReady, UpdatedAt: time.Now()},
+			{CredentialID: "b", State: store.StateReady, UpdatedAt: time.Now()},
+		})
+		synctest.Wait()
+		for _, id := range []string{"a", "b"} {
+			if st := statusOf(t, p, id); st.State != StateReady {
+				t.Errorf("%s after a newer ready state: got %s, want ready", id, st.State)
+			}
+		}
+	})
 }

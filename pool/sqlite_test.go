@@ -68,12 +68,12 @@ func TestStatesInSQLite(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(states) == 1 || time.Now().After(deadline) {
+		if len(states) == 2 && states[0].State == store.StateReady || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if len(states) != 1 || states[0].CredentialID != "b" {
-		t.Errorf("after resetting a: got %+v, want only b's state", states)
+	if len(states) != 2 || states[0].CredentialID != "a" || states[0].State != store.StateReady || states[1].State != store.StateInvalid {
+		t.Errorf("after resetting a: got %+v, want a ready and b invalid", states)
 	}
 }

@@ -21,8 +21,8 @@ const (
 
 // Values of store.CredentialState.State.
 const (
-	storedCooling = "cooling"
-	storedInvalid = "invalid"
+	storedCooling = store.StateCooling
+	storedInvalid = store.StateInvalid
 )
 
 // rules are the timing parameters of the transition function (from Config).
@@ -323,6 +323,14 @@ func (s *state) onRestore(r rules, st store.CredentialState, now time.Time, fx *
 			reason = OutcomeRateLimited
 		}
 		if s.cool(now, st.Until, reason, fx) {
+			s.changedAt = latest(st.UpdatedAt, now)
+		}
+	case store.StateReady:
+		// Recovered elsewhere (an operator's reset, a re-enable or a
+		// passing re-check on another replica) after what we know.
+		if s.health != healthReady {
+			s.recover(now, fx)
+			s.failures = 0
 			s.changedAt = latest(st.UpdatedAt, now)
 		}
 	case storedInvalid:

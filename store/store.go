@@ -71,10 +71,38 @@ type Session struct {
 // is rate limited or revoked.
 type CredentialState struct {
 	CredentialID string
-	State        string // "cooling" or "invalid"
+	State        string // StateCooling, StateInvalid or StateReady
 	Reason       string // an outcome kind, e.g. "rate_limited"
 	Until        time.Time
 	UpdatedAt    time.Time
+}
+
+// Stored credential states.
+const (
+	// StateCooling: out of rotation until Until (rate limited, out of quota, forbidden).
+	StateCooling = "cooling"
+	// StateInvalid: out of rotation until an operator or a re-check brings it back.
+	StateInvalid = "invalid"
+	// StateReady: the credential recovered (a success after a cooldown, an
+	// operator reset, a re-check that passed). It is written instead of
+	// deleting the state so that other replicas sharing the store learn of
+	// the recovery; it never expires and lists like the others.
+	StateReady = "ready"
+)
+
+// Usage is one row of usage accounting: what one API token sent through one
+// credential to one model on one day (UTC). AddUsage adds the counts of a
+// row to the stored row with the same key (Day, CredentialID, TokenID,
+// Model), creating it when absent.
+type Usage struct {
+	Day          string // "2006-01-02", UTC
+	CredentialID string // "" when no credential served the request
+	TokenID      string
+	Model        string // a catalog model id
+	Requests     int64  // requests answered (successes and failures)
+	Failures     int64  // requests that ended in an error
+	InputTokens  int64
+	OutputTokens int64
 }
 
 // Store is implemented by store/sqlite (and later store/redis).
@@ -121,6 +149,9 @@ type Store interface {
 	TouchSession(ctx context.Context, id string, at time.Time) error // ErrNotFound
 	DeleteSession(ctx context.Context, id string) error              // no error when absent
 	DeleteAllSessions(ctx context.Context) error
+	// DeleteSessionsBefore deletes the sessions last seen before t (idle
+	// ones) and reports how many it deleted.
+	DeleteSessionsBefore(ctx context.Context, t time.Time) (int, error)
 
 	// SetCredentialState upserts; ListCredentialStates omits states whose
 	// Until has passed (for "cooling"); "invalid" states never expire.
@@ -129,4 +160,23 @@ type Store interface {
 	SetCredentialState(ctx context.Context, s CredentialState) error
 	ClearCredentialState(ctx context.Context, credentialID string) error // no error when absent
 	ListCredentialStates(ctx context.Context) ([]CredentialState, error)
+
+	// AddUsage adds rows to the usage counters, each row atomically (a
+	// batch may be applied in part when the backend fails mid-way; rows
+	// are never applied twice by one call). Runtime write: Generation stays.
+	AddUsage(ctx context.Context, rows []Usage) error
+	// ListUsage returns the rows whose Day is in [fromDay, toDay] (both
+	// inclusive, "2006-01-02"), sorted by Day, CredentialID, TokenID, Model.
+	ListUsage(ctx context.Context, fromDay, toDay string) ([]Usage, error)
+}
+
+// Watcher is implemented by backends that several processes share and that
+// can push change notices (Redis pub/sub). Watch returns a channel that
+// receives a value soon after any process commits a change of configuration
+// (what Generation counts) or of a credential state, and once after every
+// reconnection to the backend (when notices may have been missed). Notices
+// are best effort, may be merged and may be lost: callers poll as well.
+// The channel is closed when ctx ends.
+type Watcher interface {
+	Watch(ctx context.Context) <-chan struct{}
 }

@@ -21,7 +21,7 @@ import (
 
 // storeFlags are the flags every store subcommand takes.
 type storeFlags struct {
-	dataDir, secretKey string
+	dataDir, secretKey, redisURL, redisPrefix string
 }
 
 func (f *storeFlags) register(fs *flag.FlagSet, e env) {
@@ -31,26 +31,55 @@ func (f *storeFlags) register(fs *flag.FlagSet, e env) {
 	}
 	fs.StringVar(&f.dataDir, "data-dir", def, "directory of the embedded store (env DATA_DIR)")
 	fs.StringVar(&f.secretKey, "secret-key", "", "key of stored secrets (env SECRET_KEY; default: the key file in DATA_DIR)")
+	fs.StringVar(&f.redisURL, "redis-url", "", "use the Redis store at this URL (env REDIS_URL; default: the embedded store)")
+	prefix := e.getenv("REDIS_PREFIX")
+	if prefix == "" {
+		prefix = "atlassian-proxy:"
+	}
+	fs.StringVar(&f.redisPrefix, "redis-prefix", prefix, "prefix of the Redis keys (env REDIS_PREFIX)")
+}
+
+// settings resolves the flags and the environment into store settings.
+func (f *storeFlags) settings(e env) (storeSettings, error) {
+	s := storeSettings{DataDir: f.dataDir, SecretKey: f.secretKey, RedisURL: f.redisURL,
+		RedisPassword: e.getenv("REDIS_PASSWORD"), RedisPrefix: f.redisPrefix}
+	if s.SecretKey == "" {
+		s.SecretKey = e.getenv("SECRET_KEY")
+	}
+	if s.RedisURL == "" {
+		s.RedisURL = e.getenv("REDIS_URL")
+	}
+	if err := parseRedisURL(s.RedisURL, &s.RedisURL); err != nil {
+		return s, fmt.Errorf("%w: invalid REDIS_URL: %w", errUsage, err)
+	}
+	return s, nil
+}
+
+// open opens the store named by the flags.
+func (f *storeFlags) open(ctx context.Context, e env) (openedStore, error) {
+	s, err := f.settings(e)
+	if err != nil {
+		return openedStore{}, err
+	}
+	if s.RedisURL == "" {
+		if _, err := os.Stat(filepath.Join(s.DataDir, dbFileName)); errors.Is(err, fs.ErrNotExist) {
+			// Most likely a first set-up before the first start; but say so, in
+			// case DATA_DIR points somewhere else than the server's.
+			fmt.Fprintf(e.stderr, "note: no store in %s yet; creating a new one (the server must use the same DATA_DIR)\n", s.DataDir)
+		}
+	}
+	return openStore(ctx, s)
 }
 
 // withService opens the store named by the flags and runs fn with a service on it.
 func (f *storeFlags) withService(ctx context.Context, e env, fn func(*adminui.Service) error) error {
-	key := f.secretKey
-	if key == "" {
-		key = e.getenv("SECRET_KEY")
-	}
-	if _, err := os.Stat(filepath.Join(f.dataDir, dbFileName)); errors.Is(err, fs.ErrNotExist) {
-		// Most likely a first set-up before the first start; but say so, in
-		// case DATA_DIR points somewhere else than the server's.
-		fmt.Fprintf(e.stderr, "note: no store in %s yet; creating a new one (the server must use the same DATA_DIR)\n", f.dataDir)
-	}
-	st, cipher, err := openStore(ctx, f.dataDir, key)
+	st, err := f.open(ctx, e)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return fn(adminui.NewService(st, cipher, logger))
+	return fn(adminui.NewService(st.Store, st.cipher, logger))
 }
 
 func newFlagSet(name, synopsis string, e env) *flag.FlagSet {

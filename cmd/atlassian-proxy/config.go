@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -35,6 +36,11 @@ type config struct {
 	ShutdownGrace   time.Duration
 	SecureCookies   bool
 	MetricsAddr     string
+	ShutdownDelay   time.Duration
+	RedisURL        string
+	RedisPassword   string
+	RedisPrefix     string
+	TrustedProxies  []netip.Prefix
 }
 
 // setting describes one configuration variable: its environment name, its
@@ -84,6 +90,19 @@ func settings() []setting {
 			set: func(c *config, v string) error { return parsePositive(v, &c.MaxConcurrency) }},
 		{env: "SHUTDOWN_GRACE", flag: "shutdown-grace", def: "25s", help: "time in-flight requests get to finish on shutdown",
 			set: func(c *config, v string) error { return parseDuration(v, &c.ShutdownGrace) }},
+		{env: "SHUTDOWN_DELAY", flag: "shutdown-delay", def: "5s", emptyAllowed: false,
+			help: "after SIGTERM, how long new connections are still accepted while /ready already answers 503 (0s: none)",
+			set:  func(c *config, v string) error { return parseNonNegativeDuration(v, &c.ShutdownDelay) }},
+		{env: "REDIS_URL", flag: "redis-url", def: "", secret: true,
+			help: "redis:// or rediss:// URL of a Redis shared by several replicas (default: the embedded store in DATA_DIR)",
+			set:  func(c *config, v string) error { return parseRedisURL(v, &c.RedisURL) }},
+		{env: "REDIS_PASSWORD", flag: "redis-password", def: "", secret: true, help: "Redis password (overrides one in REDIS_URL)",
+			set: func(c *config, v string) error { c.RedisPassword = v; return nil }},
+		{env: "REDIS_PREFIX", flag: "redis-prefix", def: "atlassian-proxy:", help: "prefix of every Redis key, so deployments can share a Redis",
+			set: func(c *config, v string) error { return nonEmpty(v, &c.RedisPrefix) }},
+		{env: "TRUSTED_PROXIES", flag: "trusted-proxies", def: "",
+			help: "comma-separated IPs or CIDRs of load balancers whose X-Forwarded-For gives the client IP",
+			set:  func(c *config, v string) error { return parsePrefixes(v, &c.TrustedProxies) }},
 		{env: "METRICS_ADDR", flag: "metrics-addr", def: ":9090", emptyAllowed: true,
 			help: "listener of the Prometheus /metrics endpoint, apart from the public port (empty: disabled)",
 			set:  func(c *config, v string) error { return parseAddr(v, &c.MetricsAddr) }},
@@ -130,7 +149,63 @@ func loadConfig(name string, args []string, lookupEnv func(string) (string, bool
 			return c, fmt.Errorf("invalid %s: %w", from, err)
 		}
 	}
+	if c.RedisURL != "" && c.SecretKey == "" {
+		return c, errors.New("SECRET_KEY is required when REDIS_URL is set: every replica must encrypt and decrypt " +
+			"the shared credentials with the same key (generate one with: openssl rand -base64 32)")
+	}
 	return c, nil
+}
+
+func parseNonNegativeDuration(v string, dst *time.Duration) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return fmt.Errorf("%q is not a duration such as 5s (0s for none)", v)
+	}
+	*dst = d
+	return nil
+}
+
+// parseRedisURL checks the shape of a Redis URL. Its messages never repeat
+// the value: it may hold a password.
+func parseRedisURL(v string, dst *string) error {
+	if v == "" {
+		*dst = ""
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("not a URL; expected redis://[:password@]host:6379/0 or rediss://…")
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return errors.New("the scheme must be redis:// or rediss:// (TLS)")
+	}
+	if u.Host == "" {
+		return errors.New("the URL names no host; expected redis://host:6379/0")
+	}
+	*dst = v
+	return nil
+}
+
+// parsePrefixes reads comma-separated IP addresses and CIDR prefixes.
+func parsePrefixes(v string, dst *[]netip.Prefix) error {
+	var out []netip.Prefix
+	for f := range strings.SplitSeq(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return fmt.Errorf("%q is not an IP address or CIDR such as 10.0.0.0/8", f)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	*dst = out
+	return nil
 }
 
 func parsePort(v string, dst *int) error {

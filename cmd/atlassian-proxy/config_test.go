@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,9 +17,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Port: 8000, DataDir: "./data", UpstreamURL: "https://api.atlassian.com", LogLevel: "info", LogFormat: "json",
 		MaxBodyBytes: 10 << 20, MaxAttempts: 5, RetryDeadline: 60 * time.Second, QueueTimeout: 30 * time.Second,
 		QueueMax: 1000, StreamKeepAlive: 15 * time.Second, MaxConcurrency: 4, ShutdownGrace: 25 * time.Second,
-		MetricsAddr: ":9090",
+		MetricsAddr: ":9090", ShutdownDelay: 5 * time.Second, RedisPrefix: "atlassian-proxy:",
 	}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
 }
@@ -52,12 +54,21 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad bool", map[string]string{"SECURE_COOKIES": "perhaps"}, nil, "invalid SECURE_COOKIES"},
 		{"stray argument", nil, []string{"extra"}, "unexpected argument"},
 		{"unknown flag", nil, []string{"--nope"}, "not defined"},
+		{"redis without a key", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0"}, nil, "SECRET_KEY is required when REDIS_URL is set"},
+		{"redis scheme", map[string]string{"REDIS_URL": "http://u:hunter2-secret@127.0.0.1:6379", "SECRET_KEY": "k"}, nil, "invalid REDIS_URL: the scheme must be redis://"},
+		{"redis without host", map[string]string{"REDIS_URL": "redis://", "SECRET_KEY": "k"}, nil, "invalid REDIS_URL: the URL names no host"},
+		{"trusted proxies", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, nonsense"}, nil, `invalid TRUSTED_PROXIES: "nonsense"`},
+		{"negative shutdown delay", map[string]string{"SHUTDOWN_DELAY": "-1s"}, nil, "invalid SHUTDOWN_DELAY"},
+		{"empty redis prefix", nil, []string{"--redis-prefix", ""}, "invalid --redis-prefix"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := loadConfig("serve", c.args, mapEnv(c.env))
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("err = %v, want one containing %q", err, c.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("the error repeats a password from REDIS_URL: %v", err)
 			}
 		})
 	}
@@ -78,5 +89,20 @@ func TestMetricsAddrEmptyDisables(t *testing.T) {
 	}
 	if _, err := loadConfig("serve", nil, mapEnv(map[string]string{"METRICS_ADDR": "9090"})); err == nil || !strings.Contains(err.Error(), "METRICS_ADDR") {
 		t.Errorf("METRICS_ADDR=9090: err %v, want one naming METRICS_ADDR", err)
+	}
+}
+
+func TestLoadConfigRedisAndProxies(t *testing.T) {
+	c, err := loadConfig("serve", nil, mapEnv(map[string]string{
+		"REDIS_URL": "rediss://:pw@redis.internal:6380/2", "SECRET_KEY": "k", "REDIS_PREFIX": "team-a:",
+		"TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7,::1", "SHUTDOWN_DELAY": "0s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"), netip.MustParsePrefix("::1/128")}
+	if c.RedisURL != "rediss://:pw@redis.internal:6380/2" || c.RedisPrefix != "team-a:" || c.ShutdownDelay != 0 ||
+		!reflect.DeepEqual(c.TrustedProxies, want) {
+		t.Errorf("got %+v", c)
 	}
 }

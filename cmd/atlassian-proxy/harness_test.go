@@ -93,11 +93,20 @@ func freePort(t *testing.T) int {
 // DATA_DIR are set here) and waits until /health answers.
 func startProxy(t *testing.T, env map[string]string, args ...string) *proxy {
 	t.Helper()
+	p := spawnProxy(t, env, args...)
+	p.waitHealthy(t)
+	return p
+}
+
+// spawnProxy starts the binary like startProxy without waiting for it.
+func spawnProxy(t *testing.T, env map[string]string, args ...string) *proxy {
+	t.Helper()
 	port := freePort(t)
 	p := &proxy{URL: "http://127.0.0.1:" + strconv.Itoa(port), Stdout: &syncBuffer{}, Stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.MetricsURL = "http://127.0.0.1:" + strconv.Itoa(freePort(t)) + "/metrics"
 	full := map[string]string{"PORT": strconv.Itoa(port), "HOST": "127.0.0.1", "LOG_FORMAT": "json",
-		"METRICS_ADDR": strings.TrimSuffix(strings.TrimPrefix(p.MetricsURL, "http://"), "/metrics")}
+		"METRICS_ADDR":   strings.TrimSuffix(strings.TrimPrefix(p.MetricsURL, "http://"), "/metrics"),
+		"SHUTDOWN_DELAY": "0s"}
 	if _, ok := env["DATA_DIR"]; !ok {
 		full["DATA_DIR"] = t.TempDir()
 	}
@@ -116,9 +125,15 @@ func startProxy(t *testing.T, env map[string]string, args ...string) *proxy {
 		p.cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
-			t.Logf("proxy stdout:\n%s\nproxy stderr:\n%s", p.Stdout, p.Stderr)
+			t.Logf("proxy %s stdout:\n%s\nproxy stderr:\n%s", p.URL, p.Stdout, p.Stderr)
 		}
 	})
+	return p
+}
+
+// waitHealthy waits until /health answers 200.
+func (p *proxy) waitHealthy(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -130,13 +145,12 @@ func startProxy(t *testing.T, env map[string]string, args ...string) *proxy {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return p
+				return
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("proxy did not become healthy\nstderr:\n%s", p.Stderr)
-	return nil
 }
 
 // stop sends SIGTERM and returns the exit code.

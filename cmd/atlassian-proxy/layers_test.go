@@ -19,8 +19,10 @@ func TestLayers(t *testing.T) {
 		"auth":          {"store"},
 		"gateway":       {"pool", "store"},
 		"dispatch":      {"pool", "store"},
-		"api":           {"dispatch", "gateway", "auth", "observability", "openaierr", "pool", "store"},
-		"adminui":       {"pool", "store", "auth", "observability", "openaierr"},
+		"api":           {"dispatch", "gateway", "auth", "observability", "openaierr", "pool", "store", "usage", "ratelimit"},
+		"adminui":       {"pool", "store", "auth", "observability", "openaierr", "gateway", "usage", "ratelimit"},
+		"usage":         {"store"},
+		"ratelimit":     {},
 	}
 	for pkg, ok := range allowed {
 		t.Run(pkg, func(t *testing.T) {

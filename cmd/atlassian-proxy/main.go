@@ -25,7 +25,7 @@ func buildVersion() string {
 	return "dev"
 }
 
-const usage = `atlassian-proxy: an OpenAI-compatible API in front of the Atlassian AI Gateway
+const usageText = `atlassian-proxy: an OpenAI-compatible API in front of the Atlassian AI Gateway
 
 Usage:
   atlassian-proxy [serve] [flags]              run the server (the default)
@@ -33,6 +33,9 @@ Usage:
                                                manage Atlassian credentials
   atlassian-proxy token create|list|revoke     manage client API tokens
   atlassian-proxy reset-password               set and print a new random admin password
+  atlassian-proxy export [FILE]                write the whole store as JSON (secrets stay sealed)
+  atlassian-proxy import FILE                  load an export into the configured store
+  atlassian-proxy rotate-key                   re-seal stored secrets from SECRET_KEY to NEW_SECRET_KEY
   atlassian-proxy version                      print the version
 
 Run "atlassian-proxy <command> --help" for the flags of a command.
@@ -70,12 +73,18 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		err = tokenCmd(ctx, e, rest)
 	case "reset-password":
 		err = resetPasswordCmd(ctx, e, rest)
+	case "export":
+		err = exportCmd(ctx, e, rest)
+	case "import":
+		err = importCmd(ctx, e, rest)
+	case "rotate-key":
+		err = rotateKeyCmd(ctx, e, rest)
 	case "version":
 		fmt.Fprintln(stdout, "atlassian-proxy", buildVersion())
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usageText)
 	default:
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usageText)
 		return 2
 	}
 	switch {

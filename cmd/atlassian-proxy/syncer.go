@@ -14,22 +14,35 @@ import (
 
 // syncInterval is how often the syncer asks the store whether anything
 // changed. The CLI writes the SQLite file from another process; the issue
-// asks that the server see such changes within 2 s.
+// asks that the server see such changes within 2 s, and that replicas
+// sharing a Redis see each other's changes within 1 s (pub/sub notices make
+// that immediate; the poll is the safety net for lost notices).
 const syncInterval = time.Second
 
 // syncer keeps the running pool and the token cache in step with the store.
-// It reloads when the store's generation moves (a change by any process) or
+// It reloads when the store's generation moves (a change by any process),
 // at once when changed is called (a change made through this process's
-// admin API, which must be in effect when the API answers).
+// admin API, which must be in effect when the API answers) or when a
+// shared store sends a notice. Every round also reads the credential
+// states, so cooldowns, invalid states and recoveries decided by another
+// replica reach this one.
 type syncer struct {
 	st     store.Store
 	cipher *auth.Cipher
 	tokens *auth.Tokens
 	pool   *pool.Pool
 	logger *slog.Logger
+	// marker, when set (Redis), reports whether the store lost its data
+	// (restarted empty) since the last call.
+	marker func(ctx context.Context) (bool, error)
+	// onLost hears the store entering (true) and leaving (false) the lost state.
+	onLost func(bool)
 
-	mu  sync.Mutex // serialises reloads; guards gen
-	gen int64
+	mu     sync.Mutex // serialises rounds; guards the fields below
+	gen    int64
+	specs  []pool.Spec // of the last reload, for state-only rounds
+	lost   bool        // the store lost its data: hold the state in memory
+	loaded bool        // a reload succeeded once
 }
 
 func newSyncer(st store.Store, c *auth.Cipher, t *auth.Tokens, p *pool.Pool, logger *slog.Logger) *syncer {
@@ -44,30 +57,53 @@ func (s *syncer) changed() {
 	s.mu.Lock()
 	s.gen = -1
 	s.mu.Unlock()
-	if err := s.reloadIfChanged(ctx); err != nil {
+	if err := s.round(ctx); err != nil {
 		s.logger.Warn("store sync after an admin change failed; the periodic sync will retry", "err", err)
 	}
 }
 
-// run polls the store generation until ctx ends. Errors are logged, not
-// returned: a store hiccup must not stop the server, which keeps serving
-// with the state it holds.
+// run syncs every syncInterval and on every notice of a shared store until
+// ctx ends. Errors are logged, not returned: a store hiccup must not stop
+// the server, which keeps serving with the state it holds.
 func (s *syncer) run(ctx context.Context) error {
+	var notices <-chan struct{}
+	if w, ok := s.st.(store.Watcher); ok {
+		notices = w.Watch(ctx)
+	}
 	t := time.NewTicker(syncInterval)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case _, ok := <-notices:
+			if !ok {
+				notices = nil
+				continue
+			}
 		}
-		if err := s.reloadIfChanged(ctx); err != nil && ctx.Err() == nil {
+		err := s.round(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
 			s.logger.Warn("store sync failed; keeping the current state", "err", err)
+			failing = true
+		case err == nil && failing:
+			s.logger.Info("store sync works again")
+			failing = false
 		}
 	}
 }
 
-func (s *syncer) reloadIfChanged(ctx context.Context) error {
+// once loads everything at start-up; an error here stops the server.
+func (s *syncer) once(ctx context.Context) error {
+	return s.round(ctx)
+}
+
+// round reloads everything when the generation moved, else only the
+// credential states.
+func (s *syncer) round(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	s.mu.Lock()
@@ -76,8 +112,30 @@ func (s *syncer) reloadIfChanged(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read store generation: %w", err)
 	}
+	if s.marker != nil {
+		lost, err := s.marker(ctx)
+		if err != nil {
+			return fmt.Errorf("read store marker: %w", err)
+		}
+		if lost && s.loaded { // not at start-up: then there is nothing to lose
+			s.setLost(true)
+		}
+	}
+	if s.lost {
+		// Hold what we have until someone re-seeds the store (import):
+		// an empty store must not empty the pool and the token cache.
+		creds, err := s.st.ListCredentials(ctx)
+		if err != nil {
+			return fmt.Errorf("list credentials: %w", err)
+		}
+		if len(creds) == 0 {
+			return nil
+		}
+		s.setLost(false)
+		s.gen = -1
+	}
 	if gen == s.gen {
-		return nil
+		return s.syncStates(ctx)
 	}
 	if err := s.reload(ctx); err != nil {
 		return err
@@ -86,9 +144,32 @@ func (s *syncer) reloadIfChanged(ctx context.Context) error {
 	return nil
 }
 
-// once loads everything at start-up; an error here stops the server.
-func (s *syncer) once(ctx context.Context) error {
-	return s.reloadIfChanged(ctx)
+func (s *syncer) setLost(lost bool) {
+	if s.lost == lost {
+		return
+	}
+	s.lost = lost
+	if lost {
+		s.logger.Error("THE STORE LOST ITS DATA (Redis restarted empty?): serving on with the credentials and tokens " +
+			"held in memory, ignoring the empty store; re-seed it with `atlassian-proxy import <backup>` " +
+			"(see docs/operations.md). Admin logins fail until then.")
+	} else {
+		s.logger.Warn("the store holds credentials again (re-seeded): reloading from it")
+	}
+	if s.onLost != nil {
+		s.onLost(lost)
+	}
+}
+
+// syncStates offers the stored credential states to the pool (with the
+// specs of the last reload: Sync changes nothing else).
+func (s *syncer) syncStates(ctx context.Context) error {
+	states, err := s.st.ListCredentialStates(ctx)
+	if err != nil {
+		return fmt.Errorf("list credential states: %w", err)
+	}
+	s.pool.Sync(s.specs, states)
+	return nil
 }
 
 func (s *syncer) reload(ctx context.Context) error {
@@ -121,5 +202,6 @@ func (s *syncer) reload(ctx context.Context) error {
 		})
 	}
 	s.pool.Sync(specs, states)
+	s.specs, s.loaded = specs, true
 	return nil
 }

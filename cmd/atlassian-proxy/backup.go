@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/atlassian-proxy/atlassian-proxy/auth"
+	"github.com/atlassian-proxy/atlassian-proxy/store"
+)
+
+// exportFormat names the file format of `export`; importVersion is the
+// version this program writes and reads.
+const (
+	exportFormat  = "atlassian-proxy-export"
+	exportVersion = 1
+	// keyCheckID is the associated data of the export's key check: a
+	// sealed known text that tells import whether SECRET_KEY is the one
+	// the credentials were sealed with, before anything is written.
+	keyCheckID   = "atlassian-proxy-export-key-check"
+	keyCheckText = "atlassian-proxy"
+	allDaysFrom  = "0001-01-01"
+	allDaysTo    = "9999-12-31"
+)
+
+// dump is the whole store as `export` writes it. Credential tokens stay
+// sealed with SECRET_KEY; API tokens are hashes; the admin password is its
+// argon2id hash. Sessions are not exported: they are short-lived.
+type dump struct {
+	Format        string                  `json:"format"`
+	Version       int                     `json:"version"`
+	ExportedAt    time.Time               `json:"exported_at"`
+	KeyCheck      []byte                  `json:"key_check"`
+	Credentials   []store.Credential      `json:"credentials"`
+	Tokens        []store.APIToken        `json:"tokens"`
+	AdminPassword *store.AdminPassword    `json:"admin_password,omitempty"`
+	States        []store.CredentialState `json:"credential_states"`
+	Usage         []store.Usage           `json:"usage"`
+}
+
+func exportCmd(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("export", "export [FILE]   (default: standard output)", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 1 {
+		return fmt.Errorf("%w: export takes at most one file name", errUsage)
+	}
+	st, err := sf.open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	d, err := readDump(ctx, st)
+	if err != nil {
+		return err
+	}
+	out := e.stdout
+	if len(rest) == 1 {
+		// 0600: the file holds sealed secrets and password hashes.
+		f, err := os.OpenFile(rest[0], os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		defer f.Close()
+		out = f
+	}
+	if err := writeJSON(out, d); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if f, ok := out.(*os.File); ok && f != os.Stdout {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+	}
+	fmt.Fprintf(e.stderr, "exported %d credentials, %d tokens, %d states, %d usage rows%s\n",
+		len(d.Credentials), len(d.Tokens), len(d.States), len(d.Usage), map[bool]string{true: " and the admin password"}[d.AdminPassword != nil])
+	return nil
+}
+
+func readDump(ctx context.Context, st openedStore) (*dump, error) {
+	d := &dump{Format: exportFormat, Version: exportVersion, ExportedAt: time.Now().UTC()}
+	var err error
+	if d.KeyCheck, err = st.cipher.Seal(keyCheckID, []byte(keyCheckText)); err != nil {
+		return nil, err
+	}
+	if d.Credentials, err = st.ListCredentials(ctx); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	if d.Tokens, err = st.ListTokens(ctx); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	switch pw, err := st.AdminPassword(ctx); {
+	case err == nil:
+		d.AdminPassword = &pw
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	if d.States, err = st.ListCredentialStates(ctx); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	if d.Usage, err = st.ListUsage(ctx, allDaysFrom, allDaysTo); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	return d, nil
+}
+
+func importCmd(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("import", "import [--keep-password] FILE   (- reads standard input)", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	keepPassword := fs.Bool("keep-password", false, "leave the target's admin password as it is")
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return fmt.Errorf("%w: import takes one file name (- for standard input)", errUsage)
+	}
+	var in io.Reader = e.stdin
+	if rest[0] != "-" {
+		f, err := os.Open(rest[0])
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	var d dump
+	dec := json.NewDecoder(in)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return fmt.Errorf("%w: import: %s is not an export file: %w", errUsage, rest[0], err)
+	}
+	if d.Format != exportFormat || d.Version != exportVersion {
+		return fmt.Errorf("%w: import: %s is not a version %d %s file", errUsage, rest[0], exportVersion, exportFormat)
+	}
+	st, err := sf.open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	// Check the key before writing anything: credentials sealed with
+	// another key would be useless in the target.
+	if _, err := st.cipher.Open(keyCheckID, d.KeyCheck); err != nil {
+		return fmt.Errorf("%w: import: SECRET_KEY is not the key this export was made with; "+
+			"use the same SECRET_KEY (rotate it afterwards with rotate-key)", errUsage)
+	}
+	for _, c := range d.Credentials {
+		if _, err := st.cipher.Open(c.ID, c.Token); err != nil {
+			return fmt.Errorf("import: credential %s cannot be opened with SECRET_KEY; nothing was imported", c.ID)
+		}
+	}
+	r, err := applyDump(ctx, st, &d, !*keepPassword)
+	fmt.Fprintf(e.stderr, "imported %d credentials (%d already there), %d tokens (%d already there), %d states, %d usage rows (%d already there)%s\n",
+		r.creds, r.credsSkipped, r.tokens, r.tokensSkipped, r.states, r.usage, r.usageSkipped,
+		map[bool]string{true: ", the admin password"}[r.password])
+	return err
+}
+
+type importResult struct {
+	creds, credsSkipped, tokens, tokensSkipped, states, usage, usageSkipped int
+	password                                                                bool
+}
+
+// applyDump writes d into st. Records already there (same identity) are
+// kept as they are, so an import can be run again safely; usage rows whose
+// key is already in the target are skipped so they are not counted twice.
+func applyDump(ctx context.Context, st store.Store, d *dump, password bool) (importResult, error) {
+	var r importResult
+	for _, c := range d.Credentials {
+		switch err := st.CreateCredential(ctx, c); {
+		case err == nil:
+			r.creds++
+		case errors.Is(err, store.ErrDuplicate):
+			r.credsSkipped++
+		default:
+			return r, fmt.Errorf("import credential %s: %w", c.ID, err)
+		}
+	}
+	for _, t := range d.Tokens {
+		switch err := st.CreateToken(ctx, t); {
+		case err == nil:
+			r.tokens++
+		case errors.Is(err, store.ErrDuplicate):
+			r.tokensSkipped++
+		default:
+			return r, fmt.Errorf("import token %s: %w", t.ID, err)
+		}
+	}
+	for _, s := range d.States {
+		switch err := st.SetCredentialState(ctx, s); {
+		case err == nil:
+			r.states++
+		case errors.Is(err, store.ErrNotFound): // its credential was not imported
+		default:
+			return r, fmt.Errorf("import state of %s: %w", s.CredentialID, err)
+		}
+	}
+	if len(d.Usage) > 0 {
+		have, err := st.ListUsage(ctx, allDaysFrom, allDaysTo)
+		if err != nil {
+			return r, fmt.Errorf("import usage: %w", err)
+		}
+		type key struct{ day, cred, token, model string }
+		seen := make(map[key]bool, len(have))
+		for _, u := range have {
+			seen[key{u.Day, u.CredentialID, u.TokenID, u.Model}] = true
+		}
+		var rows []store.Usage
+		for _, u := range d.Usage {
+			if seen[key{u.Day, u.CredentialID, u.TokenID, u.Model}] {
+				r.usageSkipped++
+				continue
+			}
+			rows = append(rows, u)
+		}
+		if len(rows) > 0 {
+			if err := st.AddUsage(ctx, rows); err != nil {
+				return r, fmt.Errorf("import usage: %w", err)
+			}
+		}
+		r.usage = len(rows)
+	}
+	if password && d.AdminPassword != nil {
+		if err := st.SetAdminPassword(ctx, *d.AdminPassword); err != nil {
+			return r, fmt.Errorf("import admin password: %w", err)
+		}
+		r.password = true
+	}
+	return r, nil
+}
+
+// rotateKeyCmd re-seals every credential's token from the current key
+// (SECRET_KEY, or the key file in DATA_DIR) to NEW_SECRET_KEY. It is safe
+// to run again after an interruption: tokens already sealed with the new
+// key are left alone.
+func rotateKeyCmd(ctx context.Context, e env, args []string) error {
+	fs := newFlagSet("rotate-key", "rotate-key   (old key: SECRET_KEY or the key file; new key: NEW_SECRET_KEY)", e)
+	var sf storeFlags
+	sf.register(fs, e)
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	newKey, err := auth.ParseKey(e.getenv("NEW_SECRET_KEY"))
+	if e.getenv("NEW_SECRET_KEY") == "" || err != nil {
+		return fmt.Errorf("%w: rotate-key needs the new key in NEW_SECRET_KEY (32 random bytes, base64: openssl rand -base64 32)", errUsage)
+	}
+	newCipher, err := auth.NewCipher(newKey)
+	if err != nil {
+		return err
+	}
+	settings, err := sf.settings(e)
+	if err != nil {
+		return err
+	}
+	st, err := sf.open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	creds, err := st.ListCredentials(ctx)
+	if err != nil {
+		return err
+	}
+	// Open every token first: one that opens with neither key stops the
+	// rotation before anything is written.
+	plain := make([][]byte, len(creds))
+	for i, c := range creds {
+		if _, err := newCipher.Open(c.ID, c.Token); err == nil {
+			continue // already sealed with the new key
+		}
+		p, err := st.cipher.Open(c.ID, c.Token)
+		if err != nil {
+			return fmt.Errorf("rotate-key: credential %s opens with neither the current nor the new key; nothing was changed", c.ID)
+		}
+		plain[i] = p
+	}
+	rotated := 0
+	for i, c := range creds {
+		if plain[i] == nil {
+			continue // already rotated
+		}
+		sealed, err := newCipher.Seal(c.ID, plain[i])
+		if err != nil {
+			return err
+		}
+		c.Token = sealed
+		c.UpdatedAt = time.Now().UTC()
+		if err := st.UpdateCredential(ctx, c); err != nil {
+			return fmt.Errorf("rotate-key: credential %s: %w (run rotate-key again to finish)", c.ID, err)
+		}
+		rotated++
+	}
+	if settings.SecretKey == "" && settings.RedisURL == "" {
+		if err := auth.ReplaceKeyFile(filepath.Join(settings.DataDir, keyFileName), newKey); err != nil {
+			return fmt.Errorf("rotate-key: the credentials are sealed with NEW_SECRET_KEY but the key file was not replaced "+
+				"(set SECRET_KEY to the new key): %w", err)
+		}
+		fmt.Fprintf(e.stderr, "re-sealed %d credentials; the key file in %s now holds the new key\n", rotated, settings.DataDir)
+		return nil
+	}
+	fmt.Fprintf(e.stderr, "re-sealed %d credentials with NEW_SECRET_KEY; now restart every replica with SECRET_KEY set to it\n", rotated)
+	return nil
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atlassian-proxy/atlassian-proxy/store"
+)
+
+// storeHealth watches the store: when it stops answering the server keeps
+// serving chat requests from what it holds in memory (tokens, credentials,
+// cooldowns) and says so in /ready's body, a metric and the log, instead of
+// failing. Admin writes fail meanwhile with 503 store_unavailable.
+type storeHealth struct {
+	st       store.Store
+	logger   *slog.Logger
+	interval time.Duration
+
+	degraded atomic.Bool
+	lost     atomic.Bool
+	gDegr    prometheus.Gauge
+	gLost    prometheus.Gauge
+}
+
+func newStoreHealth(st store.Store, reg prometheus.Registerer, logger *slog.Logger, errors func() int64) *storeHealth {
+	h := &storeHealth{st: st, logger: logger, interval: time.Second,
+		gDegr: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "atlassian_proxy", Name: "store_degraded",
+			Help: "1 while the store (Redis or the embedded file) does not answer and the server serves from memory.",
+		}),
+		gLost: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "atlassian_proxy", Name: "store_data_lost",
+			Help: "1 after the shared store came back empty (Redis restarted without persistence) until it is re-seeded.",
+		}),
+	}
+	reg.MustRegister(h.gDegr, h.gLost)
+	if errors != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "atlassian_proxy", Name: "store_errors_total",
+			Help: "Store (Redis) commands that failed.",
+		}, func() float64 { return float64(errors()) }))
+	}
+	return h
+}
+
+// problems lists what /ready reports while the server still serves.
+func (h *storeHealth) problems() []string {
+	var p []string
+	if h.degraded.Load() {
+		p = append(p, "store_unavailable")
+	}
+	if h.lost.Load() {
+		p = append(p, "store_data_lost")
+	}
+	return p
+}
+
+// setLost is the syncer's report of the store losing its data (or being re-seeded).
+func (h *storeHealth) setLost(lost bool) {
+	h.lost.Store(lost)
+	h.gLost.Set(b2f(lost))
+}
+
+// run pings the store every interval until ctx ends.
+func (h *storeHealth) run(ctx context.Context) error {
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := h.st.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		was := h.degraded.Swap(err != nil)
+		h.gDegr.Set(b2f(err != nil))
+		switch {
+		case err != nil && !was:
+			h.logger.Error("the store does not answer: serving chat requests with the credentials, tokens and "+
+				"cooldowns held in memory; admin changes fail until it is back", "err", err)
+		case err == nil && was:
+			h.logger.Warn("the store answers again; reconciling with it")
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

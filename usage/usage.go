@@ -1,0 +1,253 @@
+// Package usage counts what the proxy serves: requests, failures and tokens
+// per day, credential, API token and model (kept in the store, shared by
+// replicas when the store is Redis), plus a per-minute view of the last
+// hour and the latest upstream errors of this process, for the admin
+// dashboard.
+//
+// Record is called on every request's path: it only adds to in-memory
+// counters under a mutex. Run writes the accumulated rows to the store in
+// batches, so traffic costs the store one write per flush interval.
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/atlassian-proxy/atlassian-proxy/store"
+)
+
+// DayLayout is the layout of store.Usage.Day.
+const DayLayout = "2006-01-02"
+
+// Window is how many minutes Minutes can look back.
+const Window = 60
+
+// recentErrors is how many upstream errors RecentErrors keeps.
+const recentErrors = 20
+
+// DefaultFlushInterval is how often Run writes the pending rows.
+const DefaultFlushInterval = 2 * time.Second
+
+// Sink is where rows go (store.Store implements it).
+type Sink interface {
+	AddUsage(ctx context.Context, rows []store.Usage) error
+}
+
+// Event is one answered request.
+type Event struct {
+	CredentialID string // "" when no credential served it
+	TokenID      string
+	Model        string // a catalog model id
+	InputTokens  int64
+	OutputTokens int64
+	Failed       bool
+	// Error describes a failure for the dashboard: an error kind and the
+	// message the client got (never a secret). Empty for successes.
+	Error string
+}
+
+// Minute is the traffic of one minute of this process.
+type Minute struct {
+	Start        time.Time `json:"start"`
+	Requests     int64     `json:"requests"`
+	Failures     int64     `json:"failures"`
+	InputTokens  int64     `json:"input_tokens"`
+	OutputTokens int64     `json:"output_tokens"`
+}
+
+// ErrorEvent is one recent upstream failure.
+type ErrorEvent struct {
+	At           time.Time `json:"at"`
+	CredentialID string    `json:"credential_id,omitempty"`
+	Model        string    `json:"model,omitempty"`
+	Error        string    `json:"error"`
+}
+
+// Config tunes a Recorder. Zero values take defaults.
+type Config struct {
+	FlushInterval time.Duration
+	FlushTimeout  time.Duration // per write; default 5 s
+	Now           func() time.Time
+	Logger        *slog.Logger
+}
+
+type key struct {
+	day, cred, token, model string
+}
+
+// Recorder accumulates usage. Its methods are safe for concurrent use.
+type Recorder struct {
+	sink Sink
+	cfg  Config
+
+	mu      sync.Mutex
+	pending map[key]*store.Usage
+	minutes [Window]Minute // ring, indexed by unix minute % Window
+	errs    [recentErrors]ErrorEvent
+	nerrs   int // total errors recorded (ring position)
+}
+
+// New returns a Recorder writing to sink (nil: keep only the in-memory views).
+func New(sink Sink, cfg Config) *Recorder {
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Recorder{sink: sink, cfg: cfg, pending: map[key]*store.Usage{}}
+}
+
+// Record counts one answered request.
+func (r *Recorder) Record(e Event) {
+	now := r.cfg.Now().UTC()
+	k := key{day: now.Format(DayLayout), cred: e.CredentialID, token: e.TokenID, model: e.Model}
+	var failed int64
+	if e.Failed {
+		failed = 1
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sink != nil {
+		row := r.pending[k]
+		if row == nil {
+			row = &store.Usage{Day: k.day, CredentialID: k.cred, TokenID: k.token, Model: k.model}
+			r.pending[k] = row
+		}
+		row.Requests++
+		row.Failures += failed
+		row.InputTokens += e.InputTokens
+		row.OutputTokens += e.OutputTokens
+	}
+	m := r.minute(now)
+	m.Requests++
+	m.Failures += failed
+	m.InputTokens += e.InputTokens
+	m.OutputTokens += e.OutputTokens
+	if e.Failed && e.Error != "" {
+		r.errs[r.nerrs%recentErrors] = ErrorEvent{At: now, CredentialID: e.CredentialID, Model: e.Model, Error: e.Error}
+		r.nerrs++
+	}
+}
+
+// minute returns the ring slot of now's minute, cleared when it held an
+// older minute; r.mu is held.
+func (r *Recorder) minute(now time.Time) *Minute {
+	start := now.Truncate(time.Minute)
+	m := &r.minutes[(start.Unix()/60)%Window]
+	if !m.Start.Equal(start) {
+		*m = Minute{Start: start}
+	}
+	return m
+}
+
+// Minutes returns the last n minutes (at most Window) of this process,
+// oldest first, the current minute last; minutes without traffic are
+// present with zero counts.
+func (r *Recorder) Minutes(n int) []Minute {
+	n = min(max(n, 0), Window)
+	now := r.cfg.Now().UTC().Truncate(time.Minute)
+	out := make([]Minute, n)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range n {
+		start := now.Add(-time.Duration(n-1-i) * time.Minute)
+		m := r.minutes[(start.Unix()/60)%Window]
+		if !m.Start.Equal(start) {
+			m = Minute{Start: start}
+		}
+		out[i] = m
+	}
+	return out
+}
+
+// RecentErrors returns up to n of the latest failures, newest first.
+func (r *Recorder) RecentErrors(n int) []ErrorEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n = min(max(n, 0), recentErrors, r.nerrs)
+	out := make([]ErrorEvent, 0, n)
+	for i := range n {
+		out = append(out, r.errs[(r.nerrs-1-i)%recentErrors])
+	}
+	return out
+}
+
+// Run flushes the pending rows every FlushInterval until ctx ends, then
+// once more (within FlushTimeout) so that a clean shutdown loses nothing.
+func (r *Recorder) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := r.Flush(context.WithoutCancel(ctx)); err != nil {
+				r.cfg.Logger.Warn("usage: final flush failed; some usage counts are lost", "err", err)
+			}
+			return nil
+		case <-t.C:
+			if err := r.Flush(ctx); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.Warn("usage: flush failed; will retry", "err", err)
+			}
+		}
+	}
+}
+
+// Flush writes the pending rows. Rows that could not be written are kept
+// for the next flush (added to what accumulated meanwhile) unless the
+// store may have applied them (a failure other than ErrUnavailable), in
+// which case they are dropped rather than counted twice.
+func (r *Recorder) Flush(ctx context.Context) error {
+	if r.sink == nil {
+		return nil
+	}
+	r.mu.Lock()
+	if len(r.pending) == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	batch := r.pending
+	r.pending = make(map[key]*store.Usage, len(batch))
+	r.mu.Unlock()
+
+	rows := make([]store.Usage, 0, len(batch))
+	for _, row := range batch {
+		rows = append(rows, *row)
+	}
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.FlushTimeout)
+	err := r.sink.AddUsage(wctx, rows)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		r.requeue(batch)
+	}
+	return fmt.Errorf("usage: write %d rows: %w", len(rows), err)
+}
+
+func (r *Recorder) requeue(batch map[key]*store.Usage) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, old := range batch {
+		row := r.pending[k]
+		if row == nil {
+			r.pending[k] = old
+			continue
+		}
+		row.Requests += old.Requests
+		row.Failures += old.Failures
+		row.InputTokens += old.InputTokens
+		row.OutputTokens += old.OutputTokens
+	}
+}
