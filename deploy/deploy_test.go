@@ -1,21 +1,29 @@
-// Package deploy holds the deployment files (Dockerfile, docker-compose.yml,
-// deploy/kubernetes) and this test, which renders every kustomize overlay and
-// checks that image, ports, probes, data directory and security settings agree
-// with the program.
+// Package deploy holds the deployment files (Dockerfile, the Compose files,
+// deploy/kubernetes, deploy/prometheus, deploy/grafana) and the tests that
+// check them against the program: every kustomize overlay is rendered and
+// its image, ports, probes, shutdown timings, security settings, secrets and
+// replica shape are checked; the Compose files are parsed with their load
+// balancer, Prometheus and Grafana configurations; the alert rules are
+// validated with Prometheus' own parser and their metrics compared with the
+// ones the program exports.
 package deploy
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -25,11 +33,12 @@ import (
 const kustomizeModule = "sigs.k8s.io/kustomize/kustomize/v5@v5.7.1"
 
 const (
-	image        = "ghcr.io/atlassian-proxy/atlassian-proxy"
-	httpPort     = 8000
-	metricsPort  = 9090
-	dataDir      = "/data"
-	drainSeconds = 25 // SHUTDOWN_GRACE default
+	image      = "ghcr.io/atlassian-proxy/atlassian-proxy"
+	dataDir    = "/data"
+	secretName = "atlassian-proxy"
+	proxyName  = "atlassian-proxy"
+	redisName  = "atlassian-proxy-redis"
+	redisPort  = 6379
 )
 
 var (
@@ -46,13 +55,11 @@ func kustomize(t *testing.T) string {
 			kustomizeBin = bin
 			return
 		}
-		dir, err := os.MkdirTemp("", "kustomize-")
+		dir, err := tempDir()
 		if err != nil {
 			kustomizeErr = err
 			return
 		}
-		// Not removed per test: the binary is shared; TestMain removes it.
-		tmpDirs = append(tmpDirs, dir)
 		// go test puts its own go first on PATH.
 		cmd := exec.Command("go", "install", kustomizeModule)
 		cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0")
@@ -69,7 +76,22 @@ func kustomize(t *testing.T) string {
 	return kustomizeBin
 }
 
-var tmpDirs []string
+var (
+	tmpMu   sync.Mutex
+	tmpDirs []string
+)
+
+// tempDir is a directory shared by the tests of this process (built tools);
+// TestMain removes it.
+func tempDir() (string, error) {
+	dir, err := os.MkdirTemp("", "deploy-test-")
+	if err == nil {
+		tmpMu.Lock()
+		tmpDirs = append(tmpDirs, dir)
+		tmpMu.Unlock()
+	}
+	return dir, err
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -79,8 +101,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build renders a kustomization directory and decodes every document.
-func build(t *testing.T, dir string) []map[string]any {
+// build renders a kustomization directory and decodes every document; it
+// also returns the rendered text.
+func build(t *testing.T, dir string) ([]map[string]any, string) {
 	t.Helper()
 	cmd := exec.Command(kustomize(t), "build", dir)
 	var stderr bytes.Buffer
@@ -107,7 +130,7 @@ func build(t *testing.T, dir string) []map[string]any {
 	if len(docs) == 0 {
 		t.Fatalf("kustomize build %s: no documents", dir)
 	}
-	return docs
+	return docs, string(out)
 }
 
 // get follows map keys; nil when a key is missing or a value is no map.
@@ -133,6 +156,20 @@ func list(v any, path ...string) []map[string]any {
 	return out
 }
 
+func strs(v any, path ...string) []string {
+	raw, _ := get(v, path...).([]any)
+	var out []string
+	for _, e := range raw {
+		switch e := e.(type) {
+		case string:
+			out = append(out, e)
+		case int:
+			out = append(out, strconv.Itoa(e))
+		}
+	}
+	return out
+}
+
 func find(docs []map[string]any, kind string) []map[string]any {
 	var out []map[string]any
 	for _, d := range docs {
@@ -141,6 +178,33 @@ func find(docs []map[string]any, kind string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// named is the one document of kind and name; the test fails without it.
+func named(t *testing.T, docs []map[string]any, kind, name string) map[string]any {
+	t.Helper()
+	for _, d := range find(docs, kind) {
+		if get(d, "metadata", "name") == name {
+			return d
+		}
+	}
+	t.Fatalf("no %s %s", kind, name)
+	return nil
+}
+
+// matches reports whether selector (matchLabels) selects labels.
+func matches(selector, labels any) bool {
+	sel, _ := selector.(map[string]any)
+	l, _ := labels.(map[string]any)
+	if len(sel) == 0 {
+		return false
+	}
+	for k, v := range sel {
+		if l[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 func overlays(t *testing.T) []string {
@@ -153,8 +217,10 @@ func overlays(t *testing.T) []string {
 	for _, d := range dirs {
 		out = append(out, filepath.Dir(d))
 	}
-	if !slices.Contains(out, filepath.Join("kubernetes", "overlays", "single")) {
-		t.Fatalf("overlays %v: want kubernetes/overlays/single", out)
+	for _, want := range []string{"single", "ha"} {
+		if !slices.Contains(out, filepath.Join("kubernetes", "overlays", want)) {
+			t.Fatalf("overlays %v: want kubernetes/overlays/%s", out, want)
+		}
 	}
 	return out
 }
@@ -162,56 +228,101 @@ func overlays(t *testing.T) []string {
 func TestKustomizeOverlays(t *testing.T) {
 	for _, dir := range overlays(t) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			docs := build(t, dir)
+			docs, text := build(t, dir)
 			deps := find(docs, "Deployment")
 			if len(deps) != 1 {
 				t.Fatalf("%d Deployments, want 1", len(deps))
 			}
-			checkDeployment(t, deps[0])
-			svcs := find(docs, "Service")
-			if len(svcs) != 1 {
-				t.Fatalf("%d Services, want 1", len(svcs))
-			}
-			checkService(t, svcs[0], deps[0])
-			if filepath.Base(dir) == "single" {
-				if r := get(deps[0], "spec", "replicas"); r != 1 {
-					t.Errorf("single: replicas = %v, want 1", r)
-				}
-				if s := get(deps[0], "spec", "strategy", "type"); s != "Recreate" {
-					t.Errorf("single: strategy = %v, want Recreate (SQLite on a ReadWriteOnce volume)", s)
-				}
-				if len(find(docs, "PersistentVolumeClaim")) != 1 {
-					t.Error("single: want one PersistentVolumeClaim for /data")
-				}
-			}
+			dep := deps[0]
+			checkDeployment(t, dep)
+			checkService(t, named(t, docs, "Service", proxyName), dep)
+			checkNoSecrets(t, docs, text)
 			if len(find(docs, "NetworkPolicy")) == 0 {
 				t.Error("no NetworkPolicy")
+			}
+			for _, np := range find(docs, "NetworkPolicy") {
+				if get(np, "spec", "podSelector", "matchLabels") == nil {
+					t.Errorf("NetworkPolicy %v selects every pod of the namespace", get(np, "metadata", "name"))
+				}
+			}
+			switch filepath.Base(dir) {
+			case "single":
+				checkSingle(t, docs, dep)
+			case "ha":
+				checkHA(t, docs, dep)
 			}
 		})
 	}
 }
 
+// envOf returns a container's plain values by name and its entries.
+func envOf(c map[string]any) (map[string]string, map[string]map[string]any) {
+	values := map[string]string{}
+	entries := map[string]map[string]any{}
+	for _, e := range list(c, "env") {
+		n, _ := e["name"].(string)
+		entries[n] = e
+		if v, ok := e["value"].(string); ok {
+			values[n] = v
+		}
+	}
+	return values, entries
+}
+
+func container(t *testing.T, workload map[string]any, name string) map[string]any {
+	t.Helper()
+	for _, c := range list(workload, "spec", "template", "spec", "containers") {
+		if c["name"] == name {
+			return c
+		}
+	}
+	t.Fatalf("%v has no container %s", get(workload, "metadata", "name"), name)
+	return nil
+}
+
+// preStopSleep is the seconds of a preStop "sleep N" (exec or the sleep action).
+func preStopSleep(t *testing.T, c map[string]any) time.Duration {
+	t.Helper()
+	if s, ok := get(c, "lifecycle", "preStop", "sleep", "seconds").(int); ok {
+		return time.Duration(s) * time.Second
+	}
+	cmd := strs(c, "lifecycle", "preStop", "exec", "command")
+	if len(cmd) == 2 && cmd[0] == "sleep" {
+		if n, err := strconv.Atoi(cmd[1]); err == nil {
+			return time.Duration(n) * time.Second
+		}
+	}
+	t.Fatalf("preStop %v: want a sleep of some seconds", get(c, "lifecycle", "preStop"))
+	return 0
+}
+
 func checkDeployment(t *testing.T, dep map[string]any) {
 	t.Helper()
 	pod := get(dep, "spec", "template", "spec")
-	cs := list(pod, "containers")
-	if len(cs) != 1 {
+	if cs := list(pod, "containers"); len(cs) != 1 {
 		t.Fatalf("%d containers, want 1", len(cs))
 	}
-	c := cs[0]
+	c := container(t, dep, proxyName)
+	env, entries := envOf(c)
+	checkEnvNames(t, "the Deployment", env)
 
 	img, _ := c["image"].(string)
-	if name, _, _ := strings.Cut(img, ":"); name != image {
-		t.Errorf("image = %q, want %s[:tag]", img, image)
+	if name, tag, _ := strings.Cut(img, ":"); name != image || tag == "" {
+		t.Errorf("image = %q, want %s:TAG", img, image)
 	}
 
+	httpPort := portOf(t, effective(t, env, "PORT"))
+	metricsPort := portOf(t, effective(t, env, "METRICS_ADDR"))
+	if httpPort != portOf(t, settingDefault(t, "PORT")) || metricsPort != portOf(t, settingDefault(t, "METRICS_ADDR")) {
+		t.Errorf("ports %d and %d: want the program's defaults of PORT and METRICS_ADDR", httpPort, metricsPort)
+	}
 	ports := map[string]int{}
 	for _, p := range list(c, "ports") {
 		n, _ := p["name"].(string)
 		ports[n], _ = p["containerPort"].(int)
 	}
 	if ports["http"] != httpPort || ports["metrics"] != metricsPort {
-		t.Errorf("container ports = %v, want http=%d metrics=%d", ports, httpPort, metricsPort)
+		t.Errorf("container ports = %v, want http=%d (PORT) metrics=%d (METRICS_ADDR)", ports, httpPort, metricsPort)
 	}
 
 	checkProbe := func(name, path string) {
@@ -231,21 +342,9 @@ func checkDeployment(t *testing.T, dep map[string]any) {
 	checkProbe("readinessProbe", "/ready")
 	checkProbe("livenessProbe", "/health")
 
-	env := map[string]map[string]any{}
-	for _, e := range list(c, "env") {
-		n, _ := e["name"].(string)
-		env[n] = e
+	if v := env["DATA_DIR"]; v != dataDir {
+		t.Errorf("DATA_DIR = %q, want %s", v, dataDir)
 	}
-	if v := get(env["DATA_DIR"], "value"); v != dataDir {
-		t.Errorf("DATA_DIR = %v, want %s", v, dataDir)
-	}
-	for _, k := range []string{"ADMIN_PASSWORD", "SECRET_KEY"} {
-		ref := get(env[k], "valueFrom", "secretKeyRef")
-		if get(ref, "name") != "atlassian-proxy" || get(ref, "key") != k || get(ref, "optional") != true {
-			t.Errorf("%s: want an optional secretKeyRef to Secret atlassian-proxy key %s, got %v", k, k, ref)
-		}
-	}
-
 	var dataVol string
 	for _, m := range list(c, "volumeMounts") {
 		if m["mountPath"] == dataDir {
@@ -253,16 +352,17 @@ func checkDeployment(t *testing.T, dep map[string]any) {
 		}
 	}
 	if dataVol == "" {
-		t.Errorf("no volume mounted at %s", dataDir)
-	} else {
-		found := false
-		for _, v := range list(pod, "volumes") {
-			if v["name"] == dataVol && (v["persistentVolumeClaim"] != nil || v["emptyDir"] == nil) {
-				found = true
-			}
+		t.Errorf("no volume mounted at %s (the root file system is read-only)", dataDir)
+	}
+
+	for name, s := range settings(t) {
+		if !s.Secret {
+			continue
 		}
-		if !found {
-			t.Errorf("volume %q at %s is not persistent", dataVol, dataDir)
+		if e, ok := entries[name]; ok {
+			if ref := get(e, "valueFrom", "secretKeyRef"); get(ref, "name") != secretName || get(ref, "key") != name {
+				t.Errorf("%s: want a secretKeyRef to Secret %s key %s, got %v", name, secretName, name, e)
+			}
 		}
 	}
 
@@ -275,11 +375,17 @@ func checkDeployment(t *testing.T, dep map[string]any) {
 	if get(c, "securityContext", "allowPrivilegeEscalation") != false {
 		t.Error("allowPrivilegeEscalation is not false")
 	}
-	if g, _ := get(pod, "terminationGracePeriodSeconds").(int); g <= drainSeconds {
-		t.Errorf("terminationGracePeriodSeconds = %d, want > SHUTDOWN_GRACE (%ds)", g, drainSeconds)
+	if !slices.Contains(strs(c, "securityContext", "capabilities", "drop"), "ALL") {
+		t.Error("capabilities are not all dropped")
 	}
-	if get(c, "lifecycle", "preStop") == nil {
-		t.Error("no preStop hook")
+
+	// Pod deletion: preStop, then SIGTERM: SHUTDOWN_DELAY, SHUTDOWN_GRACE,
+	// the abort of the streams still open. All must fit in the grace period.
+	need := preStopSleep(t, c) + stopBudget(t, env)
+	g, _ := get(pod, "terminationGracePeriodSeconds").(int)
+	if time.Duration(g)*time.Second <= need {
+		t.Errorf("terminationGracePeriodSeconds = %d, want > preStop + SHUTDOWN_DELAY + SHUTDOWN_GRACE + %v = %v",
+			g, abortGrace, need)
 	}
 	if get(c, "resources", "requests") == nil || get(c, "resources", "limits") == nil {
 		t.Error("resources requests and limits are not both set")
@@ -288,7 +394,8 @@ func checkDeployment(t *testing.T, dep map[string]any) {
 
 func checkService(t *testing.T, svc, dep map[string]any) {
 	t.Helper()
-	want := map[string]int{"http": httpPort, "metrics": metricsPort}
+	env, _ := envOf(container(t, dep, proxyName))
+	want := map[string]int{"http": portOf(t, effective(t, env, "PORT")), "metrics": portOf(t, effective(t, env, "METRICS_ADDR"))}
 	got := map[string]bool{}
 	for _, p := range list(svc, "spec", "ports") {
 		n, _ := p["name"].(string)
@@ -304,180 +411,179 @@ func checkService(t *testing.T, svc, dep map[string]any) {
 	if !got["http"] || !got["metrics"] {
 		t.Errorf("Service ports %v, want http and metrics", got)
 	}
-	sel, _ := get(svc, "spec", "selector").(map[string]any)
-	labels, _ := get(dep, "spec", "template", "metadata", "labels").(map[string]any)
-	if len(sel) == 0 {
-		t.Error("Service has no selector")
-	}
-	for k, v := range sel {
-		if labels[k] != v {
-			t.Errorf("Service selector %s=%v does not match the pod labels %v", k, v, labels)
-		}
+	if !matches(get(svc, "spec", "selector"), get(dep, "spec", "template", "metadata", "labels")) {
+		t.Errorf("Service selector %v does not select the pods", get(svc, "spec", "selector"))
 	}
 }
 
-// TestServiceMonitorComponent renders the optional component on top of the
-// single overlay.
-func TestServiceMonitorComponent(t *testing.T) {
-	dir := t.TempDir()
-	// kustomize refuses absolute paths: refer to the tree relative to dir.
-	rel := func(p string) string {
-		a, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := filepath.Rel(dir, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return filepath.ToSlash(r)
+func checkSingle(t *testing.T, docs []map[string]any, dep map[string]any) {
+	t.Helper()
+	if r := get(dep, "spec", "replicas"); r != 1 {
+		t.Errorf("replicas = %v, want 1", r)
 	}
-	k := "resources:\n  - " + rel("kubernetes/overlays/single") +
-		"\ncomponents:\n  - " + rel("kubernetes/components/servicemonitor") + "\n"
+	if s := get(dep, "spec", "strategy", "type"); s != "Recreate" {
+		t.Errorf("strategy = %v, want Recreate (SQLite on a ReadWriteOnce volume)", s)
+	}
+	for _, kind := range []string{"HorizontalPodAutoscaler", "PodDisruptionBudget", "StatefulSet"} {
+		if len(find(docs, kind)) != 0 {
+			t.Errorf("a %s in the single overlay", kind)
+		}
+	}
+	c := container(t, dep, proxyName)
+	_, entries := envOf(c)
+	if _, ok := entries["REDIS_URL"]; ok {
+		t.Error("REDIS_URL set in the single overlay")
+	}
+	for _, k := range []string{"ADMIN_PASSWORD", "SECRET_KEY"} {
+		if get(entries[k], "valueFrom", "secretKeyRef", "optional") != true {
+			t.Errorf("%s: want an optional secretKeyRef (generated when absent)", k)
+		}
+	}
+	pvcs := find(docs, "PersistentVolumeClaim")
+	if len(pvcs) != 1 {
+		t.Fatalf("%d PersistentVolumeClaims, want 1 for %s", len(pvcs), dataDir)
+	}
+	var vol string
+	for _, m := range list(c, "volumeMounts") {
+		if m["mountPath"] == dataDir {
+			vol, _ = m["name"].(string)
+		}
+	}
+	found := false
+	for _, v := range list(dep, "spec", "template", "spec", "volumes") {
+		if v["name"] == vol {
+			found = get(v, "persistentVolumeClaim", "claimName") == get(pvcs[0], "metadata", "name") && v["emptyDir"] == nil
+		}
+	}
+	if !found {
+		t.Errorf("volume %q at %s is not the PersistentVolumeClaim", vol, dataDir)
+	}
+}
+
+// Literal secrets: a 32-byte key in base64, a password in a Redis URL.
+var (
+	keyLike      = regexp.MustCompile(`(^|[^A-Za-z0-9+/])[A-Za-z0-9+/]{43}=($|[^A-Za-z0-9+/=])`)
+	redisURLPass = regexp.MustCompile(`rediss?://[^/@\s]*:[^/@\s]+@`)
+)
+
+// checkNoSecrets fails for a Secret in the output, a secret setting given
+// as a literal value, or a string that looks like a key or a password.
+func checkNoSecrets(t *testing.T, docs []map[string]any, text string) {
+	t.Helper()
+	if n := len(find(docs, "Secret")); n > 0 {
+		t.Errorf("%d Secrets in the output: the operator creates them", n)
+	}
+	secret := map[string]bool{"REDISCLI_AUTH": true}
+	for name, s := range settings(t) {
+		secret[name] = s.Secret
+	}
+	for _, d := range docs {
+		var walk func(v any)
+		walk = func(v any) {
+			switch v := v.(type) {
+			case map[string]any:
+				if n, ok := v["name"].(string); ok && secret[n] {
+					if _, literal := v["value"]; literal {
+						t.Errorf("%s %v: %s has a literal value; use a secretKeyRef", d["kind"], get(d, "metadata", "name"), n)
+					}
+				}
+				for _, e := range v {
+					walk(e)
+				}
+			case []any:
+				for i, e := range v {
+					if s, ok := e.(string); ok && s == "--requirepass" && i+1 < len(v) && !strings.HasPrefix(fmt.Sprint(v[i+1]), "$(") {
+						t.Errorf("%s %v: --requirepass with a literal password", d["kind"], get(d, "metadata", "name"))
+					}
+					walk(e)
+				}
+			}
+		}
+		walk(d)
+	}
+	if keyLike.MatchString(text) {
+		t.Errorf("the output holds what looks like a base64 key: %q", keyLike.FindString(text))
+	}
+	if redisURLPass.MatchString(text) {
+		t.Errorf("the output holds a Redis URL with a password: %q", redisURLPass.FindString(text))
+	}
+}
+
+// rel returns p (relative to this directory) relative to dir, for
+// kustomizations written into temporary directories (kustomize refuses
+// absolute paths).
+func rel(t *testing.T, dir, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := filepath.Rel(dir, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.ToSlash(r)
+}
+
+// TestComponentsOnSingle renders the optional components on top of the
+// single overlay, as deploy/README.md suggests.
+func TestComponentsOnSingle(t *testing.T) {
+	dir := t.TempDir()
+	k := "resources:\n  - " + rel(t, dir, "kubernetes/overlays/single") +
+		"\ncomponents:\n  - " + rel(t, dir, "kubernetes/components/servicemonitor") +
+		"\n  - " + rel(t, dir, "kubernetes/components/prometheusrule") +
+		"\n  - " + rel(t, dir, "grafana") + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	docs := build(t, dir)
-	sms := find(docs, "ServiceMonitor")
-	if len(sms) != 1 {
-		t.Fatalf("%d ServiceMonitors, want 1", len(sms))
-	}
-	eps := list(sms[0], "spec", "endpoints")
+	docs, _ := build(t, dir)
+	checkMonitoring(t, docs)
+}
+
+// checkMonitoring checks the ServiceMonitor, the PrometheusRule and the
+// dashboard ConfigMap of a rendering.
+func checkMonitoring(t *testing.T, docs []map[string]any) {
+	t.Helper()
+	sm := named(t, docs, "ServiceMonitor", proxyName)
+	eps := list(sm, "spec", "endpoints")
 	if len(eps) != 1 || eps[0]["port"] != "metrics" || eps[0]["path"] != "/metrics" {
 		t.Errorf("ServiceMonitor endpoints = %v, want port metrics path /metrics", eps)
 	}
-	svc := find(docs, "Service")[0]
-	sel, _ := get(sms[0], "spec", "selector", "matchLabels").(map[string]any)
-	labels, _ := get(svc, "metadata", "labels").(map[string]any)
-	for k, v := range sel {
-		if labels[k] != v {
-			t.Errorf("ServiceMonitor selector %s=%v does not match the Service labels %v", k, v, labels)
+	svc := named(t, docs, "Service", proxyName)
+	if !matches(get(sm, "spec", "selector", "matchLabels"), get(svc, "metadata", "labels")) {
+		t.Errorf("ServiceMonitor selector %v does not select Service %s", get(sm, "spec", "selector"), proxyName)
+	}
+	for _, other := range find(docs, "Service") {
+		if get(other, "metadata", "name") != proxyName &&
+			matches(get(sm, "spec", "selector", "matchLabels"), get(other, "metadata", "labels")) {
+			t.Errorf("ServiceMonitor also selects Service %v", get(other, "metadata", "name"))
 		}
 	}
-}
 
-// dockerfileInstructions returns the Dockerfile's final stage as
-// (instruction, arguments) pairs, continuation lines joined.
-func dockerfileInstructions(t *testing.T) [][2]string {
-	t.Helper()
-	f, err := os.Open(filepath.Join("..", "Dockerfile"))
+	// The PrometheusRule holds exactly the groups of alerts.yml.
+	rule := named(t, docs, "PrometheusRule", proxyName)
+	var alerts map[string]any
+	raw, err := os.ReadFile(alertsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var all [][2]string
-	var cur string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if cur == "" && (line == "" || strings.HasPrefix(line, "#")) {
-			continue
-		}
-		if rest, ok := strings.CutSuffix(line, "\\"); ok {
-			cur += rest + " "
-			continue
-		}
-		cur += line
-		instr, args, _ := strings.Cut(cur, " ")
-		all = append(all, [2]string{strings.ToUpper(instr), strings.Join(strings.Fields(args), " ")})
-		cur = ""
-	}
-	if err := sc.Err(); err != nil {
+	if err := yaml.Unmarshal(raw, &alerts); err != nil {
 		t.Fatal(err)
 	}
-	last := -1
-	for i, in := range all {
-		if in[0] == "FROM" {
-			last = i
-		}
+	if !reflect.DeepEqual(get(rule, "spec", "groups"), alerts["groups"]) {
+		t.Errorf("PrometheusRule groups differ from %s", alertsFile)
 	}
-	if last < 1 {
-		t.Fatal("Dockerfile: want a multi-stage build")
-	}
-	return all[last:]
-}
 
-func TestDockerfile(t *testing.T) {
-	final := dockerfileInstructions(t)
-	var env, volume, user, health, expose, entry string
-	for _, in := range final {
-		switch in[0] {
-		case "ENV":
-			env += " " + in[1]
-		case "VOLUME":
-			volume += " " + in[1]
-		case "USER":
-			user = in[1]
-		case "HEALTHCHECK":
-			health = in[1]
-		case "EXPOSE":
-			expose += " " + in[1]
-		case "ENTRYPOINT":
-			entry = in[1]
-		}
+	// The dashboard ConfigMap holds the dashboard file itself.
+	cm := named(t, docs, "ConfigMap", "atlassian-proxy-dashboard")
+	if get(cm, "metadata", "labels", "grafana_dashboard") != "1" {
+		t.Errorf("dashboard ConfigMap labels %v: want grafana_dashboard=1", get(cm, "metadata", "labels"))
 	}
-	if !slices.Contains(strings.Fields(env), "DATA_DIR="+dataDir) {
-		t.Errorf("final stage ENV %q: want DATA_DIR=%s", env, dataDir)
-	}
-	if f := strings.Fields(strings.NewReplacer("[", " ", "]", " ", `"`, " ", ",", " ").Replace(volume)); !slices.Contains(f, dataDir) {
-		t.Errorf("final stage VOLUME %q: want %s", volume, dataDir)
-	}
-	if u, _, _ := strings.Cut(user, ":"); u == "" || u == "root" || u == "0" {
-		t.Errorf("final stage USER %q: want a non-root user", user)
-	}
-	if !strings.Contains(health, "/health") || strings.HasPrefix(health, "NONE") {
-		t.Errorf("HEALTHCHECK %q: want a check of /health", health)
-	}
-	if !slices.Contains(strings.Fields(expose), "8000") {
-		t.Errorf("EXPOSE %q: want 8000", expose)
-	}
-	if !strings.Contains(entry, "atlassian-proxy") {
-		t.Errorf("ENTRYPOINT %q: want the atlassian-proxy binary", entry)
-	}
-}
-
-func TestCompose(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "docker-compose.yml"))
+	dash, err := os.ReadFile(filepath.Join("grafana", "atlassian-proxy.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c struct {
-		Services map[string]struct {
-			Image       string   `yaml:"image"`
-			Ports       []string `yaml:"ports"`
-			Volumes     []string `yaml:"volumes"`
-			Environment []string `yaml:"environment"`
-			Healthcheck struct {
-				Test []string `yaml:"test"`
-			} `yaml:"healthcheck"`
-		} `yaml:"services"`
-		Volumes map[string]any `yaml:"volumes"`
-	}
-	if err := yaml.Unmarshal(b, &c); err != nil {
-		t.Fatalf("docker-compose.yml: %v", err)
-	}
-	s, ok := c.Services["atlassian-proxy"]
-	if !ok {
-		t.Fatal("docker-compose.yml: no service atlassian-proxy")
-	}
-	var vol string
-	for _, v := range s.Volumes {
-		if src, dst, ok := strings.Cut(v, ":"); ok && strings.TrimSuffix(dst, ":rw") == dataDir {
-			vol = src
-		}
-	}
-	if vol == "" {
-		t.Errorf("volumes %v: want one mounted at %s", s.Volumes, dataDir)
-	} else if _, named := c.Volumes[vol]; !named {
-		t.Errorf("volume %q at %s is not a named volume", vol, dataDir)
-	}
-	if !slices.ContainsFunc(s.Ports, func(p string) bool { return strings.HasSuffix(p, ":8000") }) {
-		t.Errorf("ports %v: want 8000 published", s.Ports)
-	}
-	if !slices.Contains(s.Environment, "DATA_DIR="+dataDir) {
-		t.Errorf("environment %v: want DATA_DIR=%s", s.Environment, dataDir)
-	}
-	if !strings.Contains(strings.Join(s.Healthcheck.Test, " "), "/health") {
-		t.Errorf("healthcheck %v: want a check of /health", s.Healthcheck.Test)
+	if got, _ := get(cm, "data", "atlassian-proxy.json").(string); got != string(dash) {
+		t.Errorf("dashboard ConfigMap data (%d bytes) differs from grafana/atlassian-proxy.json (%d bytes)", len(got), len(dash))
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sethvargo/go-limiter"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/atlassian-proxy/atlassian-proxy/adminui"
@@ -24,7 +25,11 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/observability"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
+	"github.com/atlassian-proxy/atlassian-proxy/ratelimit"
+	"github.com/atlassian-proxy/atlassian-proxy/store"
+	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
 	"github.com/atlassian-proxy/atlassian-proxy/store/sqlite"
+	"github.com/atlassian-proxy/atlassian-proxy/usage"
 )
 
 const (
@@ -75,17 +80,21 @@ func serve(ctx context.Context, e env, args []string) error {
 // app is the wired server: every component built from a config, not yet
 // running. serve runs it on a listener; benchmarks use it in process.
 type app struct {
-	cfg     config
-	logger  *slog.Logger
-	store   *sqlite.Store
-	admin   *adminui.Admin
-	api     *api.API
-	pool    *pool.Pool
-	tokens  *auth.Tokens
-	syncer  *syncer
-	catalog *gateway.Catalog
-	handler http.Handler
-	metrics *prometheus.Registry
+	cfg      config
+	logger   *slog.Logger
+	store    store.Store
+	redis    *redisstore.Store // nil: embedded store
+	health   *storeHealth
+	admin    *adminui.Admin
+	api      *api.API
+	pool     *pool.Pool
+	tokens   *auth.Tokens
+	syncer   *syncer
+	catalog  *gateway.Catalog
+	upstream *gateway.Client
+	usage    *usage.Recorder
+	handler  http.Handler
+	metrics  *prometheus.Registry
 
 	draining          atomic.Bool
 	generatedPassword string // set when this start generated the admin password
@@ -101,11 +110,13 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 		}
 	}()
 	ver := buildVersion()
-	st, cipher, err := openStore(ctx, cfg.DataDir, cfg.SecretKey)
+	opened, err := openStore(ctx, cfg.storeSettings())
 	if err != nil {
 		return nil, err
 	}
+	st, cipher := opened.Store, opened.cipher
 	a.store = st
+	a.redis = opened.redis
 
 	a.catalog = gateway.DefaultCatalog()
 	if cfg.ModelsFile != "" {
@@ -120,6 +131,8 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	if err != nil {
 		return nil, err
 	}
+	a.upstream = upstream
+	a.usage = usage.New(st, usage.Config{Logger: logger})
 	a.tokens = auth.NewTokens(st, logger)
 	a.pool, err = pool.New(pool.Config{DefaultMaxConcurrency: cfg.MaxConcurrency},
 		pool.Deps{Logger: logger, Registerer: reg, Checker: creditChecker{upstream}, States: st})
@@ -136,19 +149,28 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 		return nil, err
 	}
 	a.syncer = newSyncer(st, cipher, a.tokens, a.pool, logger)
+	var storeErrors func() int64
+	if a.redis != nil {
+		a.syncer.marker = a.redis.Marker
+		storeErrors = a.redis.Errors
+	}
+	a.health = newStoreHealth(st, reg, logger, storeErrors)
+	a.syncer.onLost = a.health.setLost
 	if err := a.syncer.once(ctx); err != nil {
 		return nil, err
 	}
 
 	a.api, err = api.New(api.Config{MaxBodyBytes: cfg.MaxBodyBytes, StreamKeepAlive: cfg.StreamKeepAlive}, api.Deps{
 		Logger: logger, Registerer: reg, Tokens: a.tokens, Catalog: a.catalog,
-		Upstream: upstream, Dispatcher: disp, Ready: a.ready,
+		Upstream: upstream, Dispatcher: disp, Ready: a.ready, Degraded: a.health.problems,
+		Usage: a.usage, Limiters: a.tokenLimiters,
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.admin, err = adminui.New(adminui.Config{SecureCookies: cfg.SecureCookies}, adminui.Deps{
 		Store: st, Cipher: cipher, Pool: a.pool, Logger: logger, Changed: a.syncer.changed,
+		Activity: a.usage, Checker: a.upstream,
 	})
 	if err != nil {
 		return nil, err
@@ -174,14 +196,29 @@ func loadCatalogFile(path string) (*gateway.Catalog, error) {
 	return c, nil
 }
 
-// ready answers /ready: the store must answer, and a draining server is not ready.
-func (a *app) ready(ctx context.Context) error {
+// ready answers /ready: a draining server is not ready. A store that does
+// not answer leaves it ready but degraded (storeHealth): chat requests are
+// served from memory.
+func (a *app) ready(context.Context) error {
 	if a.draining.Load() {
 		return errors.New("shutting down")
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	return a.store.Ping(ctx)
+	return nil
+}
+
+// tokenLimiters makes the store of the per-token rate limit of one rate:
+// in process with the embedded store; in Redis, shared by every replica,
+// with an in-process fallback while Redis is away.
+func (a *app) tokenLimiters(perMinute int) (limiter.Store, error) {
+	local, err := ratelimit.Memory(uint64(perMinute), time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if a.redis == nil {
+		return local, nil
+	}
+	shared := a.redis.Limiter("token:"+strconv.Itoa(perMinute), uint64(perMinute), time.Minute)
+	return ratelimit.Fallback(shared, local, nil), nil
 }
 
 // serve runs the background owners and the HTTP server on ln until ctx
@@ -209,6 +246,8 @@ func (a *app) serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	g.Go(func() error { return a.pool.Run(gctx) })
 	g.Go(func() error { return a.tokens.Run(gctx) })
 	g.Go(func() error { return a.syncer.run(gctx) })
+	g.Go(func() error { return a.usage.Run(gctx) })
+	g.Go(func() error { return a.health.run(gctx) })
 	for i, hs := range servers {
 		g.Go(func() error {
 			if err := hs.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
@@ -224,6 +263,16 @@ func (a *app) serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		case <-gctx.Done():
 		}
 		a.draining.Store(true)
+		if d := a.cfg.ShutdownDelay; d > 0 && ctx.Err() != nil {
+			// /ready answers 503 from now on; keep accepting for a moment
+			// so that load balancers stop routing here before the
+			// listener closes.
+			a.logger.Info("refusing new connections after the shutdown delay", "delay", d.String())
+			select {
+			case <-time.After(d):
+			case <-gctx.Done():
+			}
+		}
 		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
 		defer cancel()
 		if err := srv.Shutdown(shutCtx); err != nil {
@@ -261,30 +310,64 @@ func (a *app) close() {
 	}
 }
 
-// openStore opens the embedded store in dataDir and the cipher of stored
-// secrets: SECRET_KEY when given, else a key generated into dataDir once.
-func openStore(ctx context.Context, dataDir, secretKey string) (*sqlite.Store, *auth.Cipher, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("create DATA_DIR %s: %w", dataDir, err)
+// storeSettings name the store: Redis when RedisURL is set, else the
+// embedded SQLite file in DataDir.
+type storeSettings struct {
+	DataDir, SecretKey                   string
+	RedisURL, RedisPassword, RedisPrefix string
+}
+
+func (c config) storeSettings() storeSettings {
+	return storeSettings{DataDir: c.DataDir, SecretKey: c.SecretKey,
+		RedisURL: c.RedisURL, RedisPassword: c.RedisPassword, RedisPrefix: c.RedisPrefix}
+}
+
+// openedStore is an open store and the cipher of its secrets. redis is set
+// when the store is Redis (for its marker, limiters and error count).
+type openedStore struct {
+	store.Store
+	cipher *auth.Cipher
+	redis  *redisstore.Store
+}
+
+// openStore opens the store and the cipher of stored secrets: SECRET_KEY
+// when given (required with Redis), else a key generated into DATA_DIR once.
+func openStore(ctx context.Context, s storeSettings) (openedStore, error) {
+	var o openedStore
+	if s.RedisURL != "" && s.SecretKey == "" {
+		return o, fmt.Errorf("%w: SECRET_KEY is required when REDIS_URL is set", errUsage)
+	}
+	if s.RedisURL == "" {
+		if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
+			return o, fmt.Errorf("create DATA_DIR %s: %w", s.DataDir, err)
+		}
 	}
 	var key []byte
 	var err error
-	if secretKey != "" {
-		if key, err = auth.ParseKey(secretKey); err != nil {
-			return nil, nil, fmt.Errorf("%w: invalid SECRET_KEY: %w", errUsage, err)
+	if s.SecretKey != "" {
+		if key, err = auth.ParseKey(s.SecretKey); err != nil {
+			return o, fmt.Errorf("%w: invalid SECRET_KEY: %w", errUsage, err)
 		}
-	} else if key, err = auth.LoadOrCreateKeyFile(filepath.Join(dataDir, keyFileName)); err != nil {
-		return nil, nil, fmt.Errorf("secret key in DATA_DIR: %w", err)
+	} else if key, err = auth.LoadOrCreateKeyFile(filepath.Join(s.DataDir, keyFileName)); err != nil {
+		return o, fmt.Errorf("secret key in DATA_DIR: %w", err)
 	}
-	cipher, err := auth.NewCipher(key)
+	if o.cipher, err = auth.NewCipher(key); err != nil {
+		return o, err
+	}
+	if s.RedisURL != "" {
+		rs, err := redisstore.Open(ctx, redisstore.Options{URL: s.RedisURL, Password: s.RedisPassword, Prefix: s.RedisPrefix})
+		if err != nil {
+			return o, fmt.Errorf("open the Redis store (REDIS_URL): %w", err)
+		}
+		o.Store, o.redis = rs, rs
+		return o, nil
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(s.DataDir, dbFileName))
 	if err != nil {
-		return nil, nil, err
+		return o, fmt.Errorf("open the store in DATA_DIR %s: %w", s.DataDir, err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(dataDir, dbFileName))
-	if err != nil {
-		return nil, nil, fmt.Errorf("open the store in DATA_DIR %s: %w", dataDir, err)
-	}
-	return st, cipher, nil
+	o.Store = st
+	return o, nil
 }
 
 func printGeneratedPassword(w interface{ Write([]byte) (int, error) }, pw string) {

@@ -132,3 +132,27 @@ func (s *Store) DeleteAllSessions(ctx context.Context) error {
 		return rowsChanged(res)
 	})
 }
+
+// DeleteSessionsBefore removes the sessions last seen before t and reports
+// how many it removed.
+func (s *Store) DeleteSessionsBefore(ctx context.Context, t time.Time) (int, error) {
+	var n int64
+	err := s.writeRuntime(ctx, "delete sessions before", func(tx *sql.Tx) (bool, error) {
+		cutoff, err := toNanos(t)
+		if err != nil {
+			return false, err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE last_seen_at < ?`, cutoff)
+		if err != nil {
+			return false, err
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return false, err
+		}
+		return n > 0, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}

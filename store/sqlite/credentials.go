@@ -149,12 +149,13 @@ func (s *Store) ClearCredentialState(ctx context.Context, credentialID string) e
 }
 
 // ListCredentialStates returns the states in force, sorted by credential
-// id: every "invalid" state, and the other states whose Until is still in
-// the future.
+// id: every "invalid" and "ready" state, and the other states ("cooling")
+// whose Until is still in the future.
 func (s *Store) ListCredentialStates(ctx context.Context) ([]store.CredentialState, error) {
 	const op = "list credential states"
 	rows, err := s.r.QueryContext(ctx, `SELECT credential_id, state, reason, until, updated_at
-FROM credential_states WHERE state = 'invalid' OR until > ? ORDER BY credential_id`, time.Now().UnixNano())
+FROM credential_states WHERE state IN (?, ?) OR until > ? ORDER BY credential_id`,
+		store.StateInvalid, store.StateReady, time.Now().UnixNano())
 	if err != nil {
 		return nil, s.wrap(ctx, op, err)
 	}

@@ -68,6 +68,22 @@ CREATE TABLE sessions (
 	last_seen_at INTEGER NOT NULL
 ) STRICT;
 `,
+	// 2: usage accounting; an index for pruning idle sessions.
+	`
+CREATE TABLE usage (
+	day           TEXT NOT NULL, -- "2006-01-02", UTC
+	credential_id TEXT NOT NULL, -- "" when no credential served; no foreign key: history outlives credentials
+	token_id      TEXT NOT NULL,
+	model         TEXT NOT NULL,
+	requests      INTEGER NOT NULL,
+	failures      INTEGER NOT NULL,
+	input_tokens  INTEGER NOT NULL,
+	output_tokens INTEGER NOT NULL,
+	PRIMARY KEY (day, credential_id, token_id, model)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX sessions_last_seen ON sessions (last_seen_at);
+`,
 }
 
 // migrate applies the missing migrations in one IMMEDIATE transaction, so

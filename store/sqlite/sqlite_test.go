@@ -109,6 +109,59 @@ func TestMigrationsIdempotent(t *testing.T) {
 	}
 }
 
+// TestMigrateFromVersion1 upgrades a file written by the first schema (as
+// released binaries left it): the data stays, the new tables work.
+func TestMigrateFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "proxy.db")
+	ctx := t.Context()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"PRAGMA journal_mode = WAL",
+		`CREATE TABLE schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL) STRICT`,
+		migrations[0],
+		`INSERT INTO schema_version (id, version) VALUES (1, 1)`,
+		`INSERT INTO credentials (id, email, email_fold, token, cloud_id, label, enabled, max_concurrency, created_at, updated_at)
+VALUES ('c1', 'A@example.com', 'a@example.com', x'00', '', '', 1, 0, 1, 1)`,
+		`INSERT INTO sessions (id, csrf_token, created_at, last_seen_at) VALUES ('s1', 'x', 1, 1)`,
+		`UPDATE generation SET value = 7`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openAt(t, path)
+	var v int
+	if err := s.r.QueryRowContext(ctx, "SELECT version FROM schema_version").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v != len(migrations) {
+		t.Errorf("schema version after Open = %d, want %d", v, len(migrations))
+	}
+	if _, err := s.GetCredential(ctx, "c1"); err != nil {
+		t.Errorf("GetCredential of a version-1 record: %v", err)
+	}
+	if g, err := s.Generation(ctx); err != nil || g != 7 {
+		t.Errorf("Generation = %d, %v; want 7 (migrations do not move it)", g, err)
+	}
+	if n, err := s.DeleteSessionsBefore(ctx, time.Unix(0, 2)); err != nil || n != 1 {
+		t.Errorf("DeleteSessionsBefore of the version-1 session = %d, %v; want 1", n, err)
+	}
+	row := store.Usage{Day: "2025-01-02", TokenID: "t1", Model: "m", Requests: 2}
+	if err := s.AddUsage(ctx, []store.Usage{row}); err != nil {
+		t.Fatalf("AddUsage after migrating: %v", err)
+	}
+	if got, err := s.ListUsage(ctx, row.Day, row.Day); err != nil || len(got) != 1 || got[0] != row {
+		t.Errorf("ListUsage after migrating = %+v, %v; want [%+v]", got, err, row)
+	}
+}
+
 func TestNewerSchemaRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "proxy.db")
 	s := openAt(t, path)
@@ -353,6 +406,10 @@ func TestTimeOutOfRange(t *testing.T) {
 	err := s.CreateToken(t.Context(), tk)
 	if err == nil || !strings.Contains(err.Error(), "out of range") {
 		t.Errorf("CreateToken expiring in 3000: err = %v, want out of range", err)
+	}
+	_, err = s.DeleteSessionsBefore(t.Context(), time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC))
+	if err == nil || !strings.Contains(err.Error(), "out of range") {
+		t.Errorf("DeleteSessionsBefore 3000: err = %v, want out of range", err)
 	}
 }
 

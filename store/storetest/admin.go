@@ -172,6 +172,75 @@ func testSessions(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("DeleteBefore", func(t *testing.T) {
+		s := open(t)
+		deleteBefore := func(t *testing.T, cutoff time.Time, want int) {
+			t.Helper()
+			n, err := s.DeleteSessionsBefore(t.Context(), cutoff)
+			must(t, "DeleteSessionsBefore", err)
+			if n != want {
+				t.Errorf("DeleteSessionsBefore(%v) = %d, want %d", cutoff, n, want)
+			}
+		}
+		deleteBefore(t, at(time.Hour), 0) // empty store
+
+		cutoff := at(time.Hour)
+		mk := func(n int, lastSeen time.Time) store.Session {
+			sess := session(n)
+			sess.CreatedAt = at(0)
+			sess.LastSeenAt = lastSeen
+			return sess
+		}
+		old := mk(1, cutoff.Add(-2*time.Hour))
+		justBefore := mk(2, cutoff.Add(-time.Millisecond))
+		exactly := mk(3, cutoff) // not before the cutoff: kept
+		later := mk(4, cutoff.Add(time.Hour))
+		touched := mk(5, cutoff.Add(-3*time.Hour)) // touched after the cutoff below: kept
+		for _, sess := range []store.Session{old, justBefore, exactly, later, touched} {
+			must(t, "CreateSession", s.CreateSession(t.Context(), sess))
+		}
+		must(t, "TouchSession", s.TouchSession(t.Context(), touched.ID, cutoff.Add(time.Minute)))
+		touched.LastSeenAt = cutoff.Add(time.Minute)
+
+		deleteBefore(t, cutoff, 2)
+		getMissing(t, s, old.ID, "GetSession of a session idle before the cutoff")
+		getMissing(t, s, justBefore.ID, "GetSession of a session last seen 1ms before the cutoff")
+		for _, want := range []store.Session{exactly, later, touched} {
+			got, err := s.GetSession(t.Context(), want.ID)
+			must(t, "GetSession of a kept session", err)
+			checkRecord(t, "GetSession of a kept session", got, want, normSession)
+		}
+		deleteBefore(t, cutoff, 0) // nothing left to delete
+
+		// The deleted ids are free again; a later cutoff takes the rest.
+		must(t, "CreateSession of a deleted id", s.CreateSession(t.Context(), old))
+		deleteBefore(t, cutoff.Add(2*time.Hour), 4)
+		for _, sess := range []store.Session{old, exactly, later, touched} {
+			getMissing(t, s, sess.ID, "GetSession after DeleteSessionsBefore of everything")
+		}
+	})
+
+	t.Run("DeleteBeforeMany", func(t *testing.T) {
+		s := open(t)
+		const total, idle = 60, 45
+		for i := range total {
+			must(t, "CreateSession", s.CreateSession(t.Context(), session(i)))
+		}
+		n, err := s.DeleteSessionsBefore(t.Context(), session(idle).LastSeenAt)
+		must(t, "DeleteSessionsBefore", err)
+		if n != idle {
+			t.Errorf("DeleteSessionsBefore = %d, want %d", n, idle)
+		}
+		for i := range total {
+			_, err := s.GetSession(t.Context(), session(i).ID)
+			if i < idle {
+				wantErr(t, fmt.Sprintf("GetSession(%d) of a deleted session", i), err, store.ErrNotFound)
+			} else if err != nil {
+				t.Errorf("GetSession(%d) of a kept session: %v", i, err)
+			}
+		}
+	})
+
 	t.Run("DeleteAll", func(t *testing.T) {
 		s := open(t)
 		if err := s.DeleteAllSessions(t.Context()); err != nil {

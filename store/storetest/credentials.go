@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -249,17 +250,18 @@ func testCredentialStates(t *testing.T, open func(t *testing.T) store.Store) {
 	})
 
 	t.Run("SetList", func(t *testing.T) {
-		s := setup(t, "c3", "c1", "c2")
+		s := setup(t, "c3", "c1", "c4", "c2")
 		states := []store.CredentialState{
 			{CredentialID: "c3", State: "cooling", Reason: "rate_limited", Until: future, UpdatedAt: at(0)},
 			{CredentialID: "c1", State: "invalid", Reason: "unauthorized", UpdatedAt: at(time.Second)},
+			{CredentialID: "c4", State: store.StateReady, Reason: "success", UpdatedAt: at(3 * time.Second)},
 			{CredentialID: "c2", State: "cooling", Reason: "server_error", Until: future.Add(time.Minute), UpdatedAt: at(2 * time.Second)},
 		}
 		for _, st := range states {
 			must(t, "SetCredentialState "+st.CredentialID, s.SetCredentialState(t.Context(), st))
 		}
 		// Sorted by credential id.
-		want := []store.CredentialState{states[1], states[2], states[0]}
+		want := []store.CredentialState{states[1], states[3], states[0], states[2]}
 		checkRecords(t, "ListCredentialStates", listStates(t, s), want, normState)
 	})
 
@@ -283,6 +285,10 @@ func testCredentialStates(t *testing.T, open func(t *testing.T) store.Store) {
 			{"cooling with no until", store.CredentialState{State: "cooling", Reason: "rate_limited"}, false},
 			{"invalid with no until", store.CredentialState{State: "invalid", Reason: "unauthorized"}, true},
 			{"invalid until the past", store.CredentialState{State: "invalid", Reason: "unauthorized", Until: past}, true},
+			{"invalid until the future", store.CredentialState{State: store.StateInvalid, Reason: "unauthorized", Until: future}, true},
+			{"ready with no until", store.CredentialState{State: store.StateReady, Reason: "success"}, true},
+			{"ready until the past", store.CredentialState{State: store.StateReady, Reason: "operator_reset", Until: past}, true},
+			{"ready until the future", store.CredentialState{State: store.StateReady, Until: future}, true},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -297,6 +303,53 @@ func testCredentialStates(t *testing.T, open func(t *testing.T) store.Store) {
 				checkRecords(t, "ListCredentialStates", listStates(t, s), want, normState)
 			})
 		}
+	})
+
+	// A recovery is written as a "ready" state, over a cooldown or an
+	// invalid state, and can be replaced by either again: every step
+	// replaces the whole record, Until and Reason included.
+	t.Run("ReadyTransitions", func(t *testing.T) {
+		s := setup(t, "c1", "c2")
+		other := store.CredentialState{CredentialID: "c2", State: store.StateReady, UpdatedAt: at(0)}
+		must(t, "SetCredentialState c2", s.SetCredentialState(t.Context(), other))
+		steps := []store.CredentialState{
+			{State: store.StateCooling, Reason: "rate_limited", Until: future},
+			{State: store.StateReady, Reason: "success"},
+			{State: store.StateInvalid, Reason: "unauthorized"},
+			{State: store.StateReady, Reason: "operator_reset", Until: past},
+			{State: store.StateCooling, Reason: "quota_exhausted", Until: future.Add(time.Minute)},
+			{State: store.StateReady},
+		}
+		for i, st := range steps {
+			st.CredentialID, st.UpdatedAt = "c1", at(time.Duration(i+1)*time.Second)
+			must(t, fmt.Sprintf("SetCredentialState step %d (%s)", i, st.State), s.SetCredentialState(t.Context(), st))
+			checkRecords(t, fmt.Sprintf("ListCredentialStates after step %d (%s)", i, st.State), listStates(t, s),
+				[]store.CredentialState{st, other}, normState)
+		}
+		// An expired cooldown written over a ready state hides it: the
+		// credential has no state in force any more.
+		must(t, "SetCredentialState expired cooling", s.SetCredentialState(t.Context(), store.CredentialState{
+			CredentialID: "c1", State: store.StateCooling, Reason: "rate_limited", Until: past, UpdatedAt: at(time.Hour),
+		}))
+		checkRecords(t, "ListCredentialStates after an expired cooldown", listStates(t, s),
+			[]store.CredentialState{other}, normState)
+	})
+
+	t.Run("ReadyCleared", func(t *testing.T) {
+		s := setup(t, "c1", "c2")
+		for _, id := range []string{"c1", "c2"} {
+			must(t, "SetCredentialState "+id, s.SetCredentialState(t.Context(), store.CredentialState{
+				CredentialID: id, State: store.StateReady, Reason: "success", UpdatedAt: base,
+			}))
+		}
+		must(t, "ClearCredentialState c1", s.ClearCredentialState(t.Context(), "c1"))
+		must(t, "DeleteCredential c2", s.DeleteCredential(t.Context(), "c2"))
+		if got := listStates(t, s); len(got) != 0 {
+			t.Errorf("ListCredentialStates() after clearing and deleting = %+v, want none", got)
+		}
+		wantErr(t, "SetCredentialState ready of a deleted credential", s.SetCredentialState(t.Context(), store.CredentialState{
+			CredentialID: "c2", State: store.StateReady, UpdatedAt: base,
+		}), store.ErrNotFound)
 	})
 
 	t.Run("Clear", func(t *testing.T) {

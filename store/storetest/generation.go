@@ -76,6 +76,29 @@ func testGeneration(t *testing.T, open func(t *testing.T) store.Store) {
 			{"TouchSession", func() error { return s.TouchSession(ctx, "s1", at(time.Minute)) }},
 			{"DeleteSession", func() error { return s.DeleteSession(ctx, "s1") }},
 			{"DeleteAllSessions", func() error { return s.DeleteAllSessions(ctx) }},
+			{"SetCredentialState ready", func() error {
+				return s.SetCredentialState(ctx, store.CredentialState{CredentialID: "c1", State: store.StateReady, Reason: "success", UpdatedAt: base})
+			}},
+			{"SetCredentialState cooling", func() error {
+				return s.SetCredentialState(ctx, store.CredentialState{CredentialID: "c1", State: store.StateCooling, Reason: "rate_limited",
+					Until: time.Now().Add(time.Hour), UpdatedAt: base})
+			}},
+			{"CreateSession again", func() error {
+				return s.CreateSession(ctx, store.Session{ID: "s2", CreatedAt: base, LastSeenAt: base})
+			}},
+			{"DeleteSessionsBefore", func() error {
+				n, err := s.DeleteSessionsBefore(ctx, at(time.Hour))
+				if err == nil && n != 1 {
+					err = fmt.Errorf("deleted %d sessions, want 1", n)
+				}
+				return err
+			}},
+			{"AddUsage", func() error {
+				return s.AddUsage(ctx, []store.Usage{{Day: "2025-03-14", CredentialID: "c1", TokenID: "t1", Model: "m1", Requests: 1}})
+			}},
+			{"AddUsage again", func() error {
+				return s.AddUsage(ctx, []store.Usage{{Day: "2025-03-14", CredentialID: "c1", TokenID: "t1", Model: "m1", Requests: 1}})
+			}},
 		}
 		for _, st := range steps {
 			before := generation(t, s)
@@ -93,7 +116,7 @@ func testGeneration(t *testing.T, open func(t *testing.T) store.Store) {
 		ctx := t.Context()
 		must(t, "CreateCredential", s.CreateCredential(ctx, credential("c1", "a@example.com", 0)))
 		must(t, "CreateToken", s.CreateToken(ctx, token("t1", 0)))
-		must(t, "CreateSession", s.CreateSession(ctx, store.Session{ID: "s1", CreatedAt: base}))
+		must(t, "CreateSession", s.CreateSession(ctx, store.Session{ID: "s1", CreatedAt: base, LastSeenAt: base}))
 		calls := []struct {
 			name string
 			do   func() error
@@ -105,6 +128,8 @@ func testGeneration(t *testing.T, open func(t *testing.T) store.Store) {
 			{"ListTokens", func() error { _, err := s.ListTokens(ctx); return err }, nil},
 			{"ListCredentialStates", func() error { _, err := s.ListCredentialStates(ctx); return err }, nil},
 			{"GetSession", func() error { _, err := s.GetSession(ctx, "s1"); return err }, nil},
+			{"ListUsage", func() error { _, err := s.ListUsage(ctx, "2025-01-01", "2025-12-31"); return err }, nil},
+			{"DeleteSessionsBefore of none", func() error { _, err := s.DeleteSessionsBefore(ctx, at(-time.Hour)); return err }, nil},
 			{"AdminPassword", func() error { _, err := s.AdminPassword(ctx); return err }, store.ErrNotFound},
 			{"CreateCredential duplicate", func() error {
 				return s.CreateCredential(ctx, credential("c1", "b@example.com", 0))

@@ -27,6 +27,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Tokens", func(t *testing.T) { testTokens(t, open) })
 	t.Run("AdminPassword", func(t *testing.T) { testAdminPassword(t, open) })
 	t.Run("Sessions", func(t *testing.T) { testSessions(t, open) })
+	t.Run("Usage", func(t *testing.T) { testUsage(t, open) })
 	t.Run("Generation", func(t *testing.T) { testGeneration(t, open) })
 	t.Run("Context", func(t *testing.T) { testContext(t, open) })
 	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, open) })
@@ -203,6 +204,12 @@ func testContext(t *testing.T, open func(t *testing.T) store.Store) {
 			return s.SetAdminPassword(ctx, store.AdminPassword{Hash: "h", UpdatedAt: base})
 		}},
 		{"CreateSession", func() error { return s.CreateSession(ctx, store.Session{ID: "s1", CreatedAt: base}) }},
+		{"DeleteSessionsBefore", func() error { _, err := s.DeleteSessionsBefore(ctx, at(time.Hour)); return err }},
+		{"ListCredentialStates", func() error { _, err := s.ListCredentialStates(ctx); return err }},
+		{"AddUsage", func() error {
+			return s.AddUsage(ctx, []store.Usage{{Day: "2025-03-14", TokenID: "t1", Model: "m1", Requests: 1}})
+		}},
+		{"ListUsage", func() error { _, err := s.ListUsage(ctx, "2025-03-14", "2025-03-14"); return err }},
 	}
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {
@@ -221,4 +228,17 @@ func testContext(t *testing.T, open func(t *testing.T) store.Store) {
 	wantErr(t, "AdminPassword after a cancelled SetAdminPassword", err, store.ErrNotFound)
 	_, err = s.GetSession(t.Context(), "s1")
 	wantErr(t, "GetSession after a cancelled CreateSession", err, store.ErrNotFound)
+	if got, err := s.ListUsage(t.Context(), "2025-03-14", "2025-03-14"); err != nil || len(got) != 0 {
+		t.Errorf("ListUsage after a cancelled AddUsage = %+v, %v; want none", got, err)
+	}
+
+	// A cancelled SetCredentialState leaves the state as it was.
+	c := credential("c2", "b@example.com", 0)
+	must(t, "CreateCredential", s.CreateCredential(t.Context(), c))
+	if err := s.SetCredentialState(ctx, store.CredentialState{CredentialID: c.ID, State: store.StateInvalid, UpdatedAt: base}); err == nil {
+		t.Error("SetCredentialState with a cancelled context = nil, want an error")
+	}
+	if got := listStates(t, s); len(got) != 0 {
+		t.Errorf("states after a cancelled SetCredentialState = %+v, want none", got)
+	}
 }

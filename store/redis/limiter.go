@@ -1,0 +1,189 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/sethvargo/go-limiter"
+)
+
+// LimiterStore is a github.com/sethvargo/go-limiter Store kept in Redis,
+// so that a limit holds across every replica sharing it. Each key is a
+// fixed window: the first take after a window ended opens a new one of
+// the configured interval, with the full number of tokens. Windows follow
+// Redis's clock (TIME), not the replicas'.
+//
+// A bucket is the hash <prefix>rl:<name>:<key> (fields max, ivl, rem,
+// rst) and expires one interval after its window ends. Keys are stored as
+// given: hash them first if they are sensitive (see limiter.Store).
+//
+// Calls fail with the Redis error (wrapping store.ErrUnavailable when Redis
+// cannot be reached), so that the caller can fall back to an in-process
+// limiter; after Close, every call returns limiter.ErrStopped.
+type LimiterStore struct {
+	s        *Store
+	prefix   string // <prefix>rl:<name>:
+	tokens   uint64
+	interval int64 // milliseconds
+	stopped  atomic.Bool
+}
+
+var _ limiter.Store = (*LimiterStore)(nil)
+
+// Limiter returns a LimiterStore allowing tokens per interval for each key,
+// under the name name (limiters with different settings need different
+// names). tokens 0 means 1; an interval under a millisecond means one
+// second, as in go-limiter's memorystore; intervals are kept to the
+// millisecond.
+func (s *Store) Limiter(name string, tokens uint64, interval time.Duration) *LimiterStore {
+	if tokens == 0 {
+		tokens = 1
+	}
+	if interval < time.Millisecond {
+		interval = time.Second
+	}
+	return &LimiterStore{s: s, prefix: s.k.rl + name + ":", tokens: tokens, interval: interval.Milliseconds()}
+}
+
+// The bucket scripts. KEYS bucket. ARGV default max, default interval
+// (ms), then the call's own arguments. Each reads the server's clock.
+const bucketLoad = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local h = redis.call('HMGET', KEYS[1], 'max', 'ivl', 'rem', 'rst')
+local max, ivl, rem, rst = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
+if not (max and ivl and rem and rst) then
+	max, ivl, rst = tonumber(ARGV[1]), tonumber(ARGV[2]), nil
+end
+if not rst or now >= rst then
+	rem, rst = max, now + ivl
+end
+`
+
+const bucketSave = `
+redis.call('HSET', KEYS[1], 'max', max, 'ivl', ivl, 'rem', rem, 'rst', rst)
+redis.call('PEXPIREAT', KEYS[1], rst + ivl)
+`
+
+// limTake returns max, remaining, window end (Unix ms), ok (1 or 0).
+var limTake = goredis.NewScript(bucketLoad + `
+local ok = 0
+if rem > 0 then
+	rem = rem - 1
+	ok = 1
+end
+` + bucketSave + `
+return {max, rem, rst, ok}
+`)
+
+// limGet returns max and remaining, or 0, 0 for a key never taken from.
+var limGet = goredis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+	return {0, 0}
+end
+` + bucketLoad + `
+return {max, rem}
+`)
+
+// limSet: ARGV[3] tokens, ARGV[4] interval (ms): a new full window.
+// Returns max and remaining, as limBurst does.
+var limSet = goredis.NewScript(bucketLoad + `
+max, ivl = tonumber(ARGV[3]), tonumber(ARGV[4])
+rem, rst = max, now + ivl
+` + bucketSave + `
+return {max, rem}
+`)
+
+// limBurst: ARGV[3] tokens added to the current window.
+var limBurst = goredis.NewScript(bucketLoad + `
+rem = rem + tonumber(ARGV[3])
+` + bucketSave + `
+return {max, rem}
+`)
+
+// Take takes a token from key: the limit, the tokens left, the end of the
+// window (Unix nanoseconds) and whether a token was taken.
+func (l *LimiterStore) Take(ctx context.Context, key string) (tokens, remaining, reset uint64, ok bool, err error) {
+	if l.stopped.Load() {
+		return 0, 0, 0, false, limiter.ErrStopped
+	}
+	var v []int64
+	err = l.s.run(ctx, "rate limit take", func(ctx context.Context) error {
+		var err error
+		v, err = l.call(ctx, limTake, key)
+		if err == nil && len(v) != 4 {
+			err = fmt.Errorf("unexpected reply of %d elements", len(v))
+		}
+		return err
+	})
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	return uint64(v[0]), uint64(v[1]), uint64(v[2]) * uint64(time.Millisecond), v[3] == 1, nil
+}
+
+// Get returns the limit and the tokens left of key without taking one
+// (0, 0 for a key never used).
+func (l *LimiterStore) Get(ctx context.Context, key string) (tokens, remaining uint64, err error) {
+	if l.stopped.Load() {
+		return 0, 0, limiter.ErrStopped
+	}
+	var v []int64
+	err = l.s.run(ctx, "rate limit get", func(ctx context.Context) error {
+		var err error
+		v, err = l.call(ctx, limGet, key)
+		if err == nil && len(v) != 2 {
+			err = fmt.Errorf("unexpected reply of %d elements", len(v))
+		}
+		return err
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return uint64(v[0]), uint64(v[1]), nil
+}
+
+// Set gives key its own limit and starts a new, full window. The setting
+// lasts while the key is in use (it expires with the bucket).
+func (l *LimiterStore) Set(ctx context.Context, key string, tokens uint64, interval time.Duration) error {
+	if l.stopped.Load() {
+		return limiter.ErrStopped
+	}
+	if interval < time.Millisecond {
+		interval = time.Second
+	}
+	return l.s.run(ctx, "rate limit set", func(ctx context.Context) error {
+		_, err := l.call(ctx, limSet, key, tokens, interval.Milliseconds())
+		return err
+	})
+}
+
+// Burst adds tokens to the current window of key.
+func (l *LimiterStore) Burst(ctx context.Context, key string, tokens uint64) error {
+	if l.stopped.Load() {
+		return limiter.ErrStopped
+	}
+	return l.s.run(ctx, "rate limit burst", func(ctx context.Context) error {
+		_, err := l.call(ctx, limBurst, key, tokens)
+		return err
+	})
+}
+
+// Close stops the limiter: later calls return limiter.ErrStopped. The
+// buckets stay in Redis (other replicas use them) and the Store stays open.
+func (l *LimiterStore) Close(context.Context) error {
+	l.stopped.Store(true)
+	return nil
+}
+
+func (l *LimiterStore) call(ctx context.Context, sc *goredis.Script, key string, args ...any) ([]int64, error) {
+	all := append([]any{l.tokens, l.interval}, args...)
+	res, err := sc.Run(ctx, l.s.client, []string{l.prefix + key}, all...).Int64Slice()
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
