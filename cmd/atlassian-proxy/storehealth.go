@@ -38,12 +38,13 @@ func newStoreHealth(st store.Store, reg prometheus.Registerer, logger *slog.Logg
 		}),
 	}
 	reg.MustRegister(h.gDegr, h.gLost)
-	if errors != nil {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: "atlassian_proxy", Name: "store_errors_total",
-			Help: "Store (Redis) commands that failed.",
-		}, func() float64 { return float64(errors()) }))
+	if errors == nil {
+		errors = func() int64 { return 0 } // the embedded store has no network to fail
 	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "atlassian_proxy", Name: "store_errors_total",
+		Help: "Store (Redis) commands that failed; always 0 with the embedded store.",
+	}, func() float64 { return float64(errors()) }))
 	return h
 }
 
@@ -65,15 +66,35 @@ func (h *storeHealth) setLost(lost bool) {
 	h.gLost.Set(b2f(lost))
 }
 
-// run pings the store every interval until ctx ends.
+// sessionSweepEvery is how often sessions idle for longer than
+// sessionIdle are deleted (they are refused once idle anyway; this keeps
+// the store from growing).
+const (
+	sessionSweepEvery = 10 * time.Minute
+	sessionIdle       = 30 * time.Minute
+)
+
+// run pings the store every interval, and sweeps idle sessions, until ctx ends.
 func (h *storeHealth) run(ctx context.Context) error {
 	t := time.NewTicker(h.interval)
 	defer t.Stop()
+	lastSweep := time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if time.Since(lastSweep) >= sessionSweepEvery && !h.degraded.Load() {
+			lastSweep = time.Now()
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			n, err := h.st.DeleteSessionsBefore(sctx, time.Now().Add(-sessionIdle))
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				h.logger.Warn("sweeping idle admin sessions failed", "err", err)
+			} else if n > 0 {
+				h.logger.Info("swept idle admin sessions", "count", n)
+			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := h.st.Ping(pctx)
