@@ -17,7 +17,8 @@ var (
 	// ErrDuplicate: a record with the same identity already exists
 	// (same credential id, or same email and cloud id; same token id or hash).
 	ErrDuplicate = errors.New("store: duplicate")
-	// ErrUnavailable: the backend cannot be reached; nothing was written.
+	// ErrUnavailable: the backend cannot be reached. Nothing was written,
+	// except after a timeout, when a slow server may still apply the write.
 	ErrUnavailable = errors.New("store: unavailable")
 )
 
@@ -105,7 +106,7 @@ type Usage struct {
 	OutputTokens int64
 }
 
-// Store is implemented by store/sqlite (and later store/redis).
+// Store is implemented by store/sqlite and store/redis.
 // Every method honours ctx. Listing methods return records sorted by
 // CreatedAt then ID, and never nil errors together with partial results.
 type Store interface {
@@ -154,7 +155,8 @@ type Store interface {
 	DeleteSessionsBefore(ctx context.Context, t time.Time) (int, error)
 
 	// SetCredentialState upserts; ListCredentialStates omits states whose
-	// Until has passed (for "cooling"); "invalid" states never expire.
+	// Until has passed (for "cooling"); "invalid" and "ready" states never
+	// expire.
 	// SetCredentialState returns ErrNotFound when the credential does not
 	// exist; ListCredentialStates sorts by CredentialID.
 	SetCredentialState(ctx context.Context, s CredentialState) error
@@ -163,10 +165,12 @@ type Store interface {
 
 	// AddUsage adds rows to the usage counters, each row atomically (a
 	// batch may be applied in part when the backend fails mid-way; rows
-	// are never applied twice by one call). Runtime write: Generation stays.
+	// are never applied twice by one call). A batch with a Day not written
+	// "2006-01-02" is refused whole. Runtime write: Generation stays.
 	AddUsage(ctx context.Context, rows []Usage) error
 	// ListUsage returns the rows whose Day is in [fromDay, toDay] (both
-	// inclusive, "2006-01-02"), sorted by Day, CredentialID, TokenID, Model.
+	// inclusive, "2006-01-02"; other forms are an error), sorted by Day,
+	// CredentialID, TokenID, Model.
 	ListUsage(ctx context.Context, fromDay, toDay string) ([]Usage, error)
 }
 

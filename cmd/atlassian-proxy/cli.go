@@ -16,7 +16,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/atlassian-proxy/atlassian-proxy/adminui"
+	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
 )
 
 // storeFlags are the flags every store subcommand takes.
@@ -60,6 +63,9 @@ func (f *storeFlags) open(ctx context.Context, e env) (openedStore, error) {
 	s, err := f.settings(e)
 	if err != nil {
 		return openedStore{}, err
+	}
+	if s.RedisURL != "" {
+		goredis.SetLogger(redisstore.Logger{L: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	}
 	if s.RedisURL == "" {
 		if _, err := os.Stat(filepath.Join(s.DataDir, dbFileName)); errors.Is(err, fs.ErrNotExist) {

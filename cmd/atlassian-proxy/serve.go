@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/sethvargo/go-limiter"
 	"golang.org/x/sync/errgroup"
 
@@ -46,6 +47,9 @@ func serve(ctx context.Context, e env, args []string) error {
 	logger, err := observability.NewLogger(e.stderr, observability.LogConfig{Level: cfg.LogLevel, Format: cfg.LogFormat})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if cfg.RedisURL != "" {
+		goredis.SetLogger(redisstore.Logger{L: logger}) // go-redis's own messages (failed dials) as JSON lines
 	}
 	a, err := newApp(ctx, cfg, logger)
 	if err != nil {

@@ -54,6 +54,8 @@ type Store struct {
 
 	errs atomic.Int64 // failed commands, see Errors
 
+	watchPing time.Duration // see defaultWatchPing; tests shorten it
+
 	// life is the store's own lifetime: Close cancels it, which stops the
 	// Watch goroutines (tracked by watchers) before the client closes.
 	life      context.Context
@@ -145,6 +147,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		opTimeout: timeout,
 		password:  opt.Password,
 		k:         newKeys(prefix),
+		watchPing: defaultWatchPing,
 	}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if err := s.Ping(ctx); err != nil {

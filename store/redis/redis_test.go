@@ -470,3 +470,121 @@ func TestClosedStore(t *testing.T) {
 		t.Errorf("Ping after Close: err = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestInvalidArguments: arguments refused before any command runs are
+// errors of their own: not ErrUnavailable, not counted in Errors.
+func TestInvalidArguments(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	s := openStore(t, srv, Options{})
+	ctx := t.Context()
+	if err := s.CreateCredential(ctx, store.Credential{ID: "c1", Email: "a@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	far := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	calls := []struct {
+		name string
+		do   func() error
+		want string
+	}{
+		{"CreateCredential empty id", func() error { return s.CreateCredential(ctx, store.Credential{Email: "b@example.com"}) }, "empty credential id"},
+		{"CreateCredential far", func() error {
+			return s.CreateCredential(ctx, store.Credential{ID: "c2", CreatedAt: far})
+		}, "out of range"},
+		{"UpdateCredential far", func() error { return s.UpdateCredential(ctx, store.Credential{ID: "c1", UpdatedAt: far}) }, "out of range"},
+		{"SetCredentialState far", func() error {
+			return s.SetCredentialState(ctx, store.CredentialState{CredentialID: "c1", State: store.StateCooling, Until: far})
+		}, "out of range"},
+		{"CreateToken empty id", func() error { return s.CreateToken(ctx, store.APIToken{Hash: []byte("h")}) }, "empty token id"},
+		{"CreateToken far", func() error { return s.CreateToken(ctx, store.APIToken{ID: "t1", ExpiresAt: far}) }, "out of range"},
+		{"UpdateToken far", func() error { return s.UpdateToken(ctx, store.APIToken{ID: "t1", ExpiresAt: far}) }, "out of range"},
+		{"TouchTokens far", func() error { return s.TouchTokens(ctx, map[string]time.Time{"t1": far}) }, "out of range"},
+		{"InitAdminPassword far", func() error {
+			_, err := s.InitAdminPassword(ctx, store.AdminPassword{Hash: "h", UpdatedAt: far})
+			return err
+		}, "out of range"},
+		{"SetAdminPassword far", func() error { return s.SetAdminPassword(ctx, store.AdminPassword{UpdatedAt: far}) }, "out of range"},
+		{"CreateSession empty id", func() error { return s.CreateSession(ctx, store.Session{}) }, "empty session id"},
+		{"CreateSession far", func() error { return s.CreateSession(ctx, store.Session{ID: "s1", LastSeenAt: far}) }, "out of range"},
+		{"CreateSession far creation", func() error { return s.CreateSession(ctx, store.Session{ID: "s1", CreatedAt: far}) }, "out of range"},
+		{"TouchSession far", func() error { return s.TouchSession(ctx, "s1", far) }, "out of range"},
+		{"DeleteSessionsBefore far", func() error { _, err := s.DeleteSessionsBefore(ctx, far); return err }, "out of range"},
+		{"AddUsage bad day", func() error { return s.AddUsage(ctx, []store.Usage{{Day: "2026-13-01"}}) }, "invalid day"},
+		{"ListUsage bad day", func() error { _, err := s.ListUsage(ctx, "2026-01-01", "tomorrow"); return err }, "invalid day"},
+	}
+	for _, c := range calls {
+		err := c.do()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one containing %q", c.name, err, c.want)
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s: err = %v wraps ErrUnavailable", c.name, err)
+		}
+	}
+	if n := s.Errors(); n != 0 {
+		t.Errorf("Errors() = %d after refused arguments, want 0", n)
+	}
+	if g, err := s.Generation(ctx); err != nil || g != 1 {
+		t.Errorf("Generation = %d, %v; want 1 (only the first credential)", g, err)
+	}
+}
+
+// TestCorruptRecords: a record Redis holds in a form this package did not
+// write makes reads fail with an error naming it, not panic or invent
+// values.
+func TestCorruptRecords(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	raw := rawClient(t, srv)
+	ctx := t.Context()
+	tests := []struct {
+		name    string
+		prepare func(s *Store) error
+		read    func(s *Store) error
+	}{
+		{"credential concurrency", func(s *Store) error { return raw.HSet(ctx, s.k.cred+"c1", "maxc", "many").Err() },
+			func(s *Store) error { _, err := s.ListCredentials(ctx); return err }},
+		{"credential time", func(s *Store) error { return raw.HSet(ctx, s.k.cred+"c1", "created", "yesterday").Err() },
+			func(s *Store) error { _, err := s.GetCredential(ctx, "c1"); return err }},
+		{"token models", func(s *Store) error { return raw.HSet(ctx, s.k.tok+"t1", "models", "[not json").Err() },
+			func(s *Store) error { _, err := s.ListTokens(ctx); return err }},
+		{"token rate limit", func(s *Store) error { return raw.HDel(ctx, s.k.tok+"t1", "rl").Err() },
+			func(s *Store) error { _, err := s.ListTokens(ctx); return err }},
+		{"state time", func(s *Store) error { return raw.HSet(ctx, s.k.state+"c1", "until", "soon").Err() },
+			func(s *Store) error { _, err := s.ListCredentialStates(ctx); return err }},
+		{"session time", func(s *Store) error { return raw.HSet(ctx, s.k.sess+"s1", "seen", "now").Err() },
+			func(s *Store) error { _, err := s.GetSession(ctx, "s1"); return err }},
+		{"password time", func(s *Store) error { return raw.HDel(ctx, s.k.admin, "updated").Err() },
+			func(s *Store) error { _, err := s.AdminPassword(ctx); return err }},
+		{"usage counter", func(s *Store) error { return raw.HSet(ctx, s.k.usage+"2026-01-02", "r0:2:t1m", "lots").Err() },
+			func(s *Store) error { _, err := s.ListUsage(ctx, "2026-01-01", "2026-01-31"); return err }},
+		{"usage key", func(s *Store) error { return raw.HSet(ctx, s.k.usage+"2026-01-02", "r9:x", "1").Err() },
+			func(s *Store) error { _, err := s.ListUsage(ctx, "2026-01-01", "2026-01-31"); return err }},
+		{"usage counter letter", func(s *Store) error { return raw.HSet(ctx, s.k.usage+"2026-01-02", "x0:2:t1m", "1").Err() },
+			func(s *Store) error { _, err := s.ListUsage(ctx, "2026-01-01", "2026-01-31"); return err }},
+		{"wrong type", func(s *Store) error { return raw.Set(ctx, s.k.creds, "a string", 0).Err() },
+			func(s *Store) error { _, err := s.ListCredentials(ctx); return err }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t, srv, Options{Prefix: newPrefix()})
+			exercise(t, s)
+			if err := s.CreateToken(ctx, store.APIToken{ID: "t1", Hash: []byte("h-t1")}); err != nil && !errors.Is(err, store.ErrDuplicate) {
+				t.Fatal(err)
+			}
+			if err := s.AddUsage(ctx, []store.Usage{{Day: "2026-01-02", TokenID: "t1", Model: "m", Requests: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.prepare(s); err != nil {
+				t.Fatal(err)
+			}
+			err := tt.read(s)
+			if err == nil {
+				t.Fatal("read of a corrupt record = nil error, want one")
+			}
+			if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrNotFound) {
+				t.Errorf("err = %v, want neither ErrUnavailable nor ErrNotFound", err)
+			}
+		})
+	}
+}

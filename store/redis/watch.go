@@ -13,10 +13,10 @@ import (
 
 // Timing of the watchers.
 const (
-	// watchPing is how long a watcher waits for a message before it pings
-	// the server; no answer within another watchPing means the connection
-	// is dead and the watcher reconnects.
-	watchPing = 15 * time.Second
+	// defaultWatchPing is how long a watcher waits for a message before it
+	// pings the server; no answer within as long again means the
+	// connection is dead and the watcher reconnects (Store.watchPing).
+	defaultWatchPing = 15 * time.Second
 	// watchBackoffMin and watchBackoffMax bound the pause between two
 	// attempts to subscribe.
 	watchBackoffMin = 50 * time.Millisecond
@@ -98,7 +98,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan<- struct{}) (subscribed 
 	}()
 	pinged := false
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, watchPing)
+		msg, err := ps.ReceiveTimeout(ctx, s.watchPing)
 		if ctx.Err() != nil {
 			return subscribed
 		}
@@ -106,7 +106,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan<- struct{}) (subscribed 
 		switch {
 		case err == nil:
 		case errors.As(err, &ne) && ne.Timeout() && !pinged:
-			// Quiet for watchPing: check that the connection is alive.
+			// Quiet for a while: check that the connection is alive.
 			if err := ps.Ping(ctx); err != nil {
 				return subscribed
 			}

@@ -226,3 +226,30 @@ func TestMarker(t *testing.T) {
 	marker(b, false, "b after that")
 	marker(c, false, "c after that")
 }
+
+// TestWatchSilentConnection: a connection that stops answering (the server
+// takes no commands) is detected by the watcher's ping, dropped, and
+// replaced once the server answers again.
+func TestWatchSilentConnection(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	s := openStore(t, srv, Options{OpTimeout: 300 * time.Millisecond})
+	s.watchPing = 100 * time.Millisecond
+	w := s.Watch(t.Context())
+	waitNotice(t, w, time.Second, "first subscription")
+	time.Sleep(300 * time.Millisecond) // quiet: pings answered, no reconnection
+	if n := s.Errors(); n != 0 {
+		t.Fatalf("Errors() = %d while the connection was quiet but alive, want 0", n)
+	}
+	if len(w) != 0 {
+		t.Fatal("a notice while quiet, want none")
+	}
+
+	if err := rawClient(t, srv).Do(t.Context(), "CLIENT", "PAUSE", "1000", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitNotice(t, w, 3*time.Second, "resubscription after the pause")
+	if s.Errors() == 0 {
+		t.Error("Errors() = 0, want the dropped connection counted")
+	}
+}

@@ -19,5 +19,8 @@
 // The suite uses fixed times with millisecond precision, so a backend may
 // keep times to the millisecond; it expects them back equal (time.Equal),
 // and the zero time back as the zero time. Expiry of cooling states is
-// judged against the wall clock, with margins of an hour.
+// judged against the wall clock, with margins of an hour ("invalid" and
+// "ready" states never expire). Usage days are fixed dates: a backend that
+// expires usage must count from the last write, not from the day. Several
+// subtests write from many goroutines and expect exact results.
 package storetest
