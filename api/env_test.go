@@ -49,6 +49,7 @@ type envOptions struct {
 	// transport wraps the gateway client's transport (fault injection).
 	transport func(http.RoundTripper) http.RoundTripper
 	reg       prometheus.Registerer // nil: no metrics
+	usage     UsageRecorder         // nil: no usage accounting
 }
 
 type env struct {
@@ -139,7 +140,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	a, err := New(o.cfg, Deps{
 		Logger: logger, Tokens: e.tokens, Catalog: catalog,
-		Upstream: client, Dispatcher: d, Ready: ready, Registerer: o.reg,
+		Upstream: client, Dispatcher: d, Ready: ready, Registerer: o.reg, Usage: o.usage,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)
