@@ -133,18 +133,28 @@ type Deps struct {
 	Changed func()
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Activity feeds the dashboard's last-hour chart and recent errors
+	// (*usage.Recorder); nil: the dashboard shows neither.
+	Activity Activity
+	// Checker checks a credential with the upstream before it is added
+	// (*gateway.Client); nil: POST /api/credentials/check answers 503 and
+	// the pages offer no check.
+	Checker Checker
 }
 
-// Admin serves the admin JSON API (and later the admin pages) under /admin.
+// Admin serves the admin pages and the admin JSON API under /admin.
 type Admin struct {
-	cfg     Config
-	svc     *Service
-	logger  *slog.Logger
-	pool    PoolView
-	cop     *http.CrossOriginProtection
-	perIP   limiter.Store
-	total   limiter.Store
-	handler http.Handler
+	cfg      Config
+	svc      *Service
+	logger   *slog.Logger
+	pool     PoolView
+	activity Activity
+	checker  Checker
+	views    *views
+	cop      *http.CrossOriginProtection
+	perIP    limiter.Store
+	total    limiter.Store
+	handler  http.Handler
 }
 
 // New builds the admin handler and its Service. Close releases its login
@@ -164,12 +174,19 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	vs, err := loadViews()
+	if err != nil {
+		return nil, err
+	}
 	a := &Admin{
-		cfg:    cfg,
-		svc:    newService(deps.Store, deps.Cipher, logger, cfg, deps.Now, deps.Changed),
-		logger: logger,
-		pool:   deps.Pool,
-		cop:    http.NewCrossOriginProtection(),
+		cfg:      cfg,
+		svc:      newService(deps.Store, deps.Cipher, logger, cfg, deps.Now, deps.Changed),
+		logger:   logger,
+		pool:     deps.Pool,
+		activity: deps.Activity,
+		checker:  deps.Checker,
+		views:    vs,
+		cop:      http.NewCrossOriginProtection(),
 	}
 	for _, o := range cfg.TrustedOrigins {
 		if err := a.cop.AddTrustedOrigin(o); err != nil {
@@ -177,10 +194,14 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 		}
 	}
 	a.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isAPI(r) {
+			a.pageError(w, r, http.StatusForbidden, "Request refused",
+				"This form was sent from another site, so it was refused. Open the admin pages directly and try again.")
+			return
+		}
 		renderError(w, http.StatusForbidden, typePermission, "cross_origin_request", "", "cross-origin request refused")
 	}))
 	// The memory stores run a sweeper goroutine each; Close stops them.
-	var err error
 	if a.perIP, err = newLimiter(cfg.LoginAttemptsPerIP, cfg.LoginWindow); err != nil {
 		return nil, err
 	}
@@ -224,17 +245,27 @@ func (a *Admin) Close() error {
 	return errors.Join(a.perIP.Close(ctx), a.total.Close(ctx))
 }
 
-// routes builds the router. Deny by default: only POST /api/login is
-// outside the session group; everything else, present and future, goes in
-// a group that needs a session, and everything but the password routes in
-// a nested group that also refuses while the password must be changed.
+// routes builds the router. Deny by default: only the login page and
+// POST, POST /api/login and the static assets are outside the session
+// groups; everything else, present and future, goes in a group that needs
+// a session (the API answers 401, the pages redirect to the login page),
+// and everything but the password and logout routes in a nested group that
+// also refuses while the password must be changed.
 func (a *Admin) routes() chi.Router {
 	r := chi.NewRouter()
 	r.Use(a.securityHeaders, a.cop.Handler)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		if !isAPI(r) {
+			a.pageError(w, r, http.StatusNotFound, "Page not found", "There is no admin page at this address.")
+			return
+		}
 		renderError(w, http.StatusNotFound, typeNotFound, "not_found", "", "no such admin route")
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		if !isAPI(r) {
+			a.pageError(w, r, http.StatusMethodNotAllowed, "Method not allowed", "This address does not accept this kind of request.")
+			return
+		}
 		renderError(w, http.StatusMethodNotAllowed, typeInvalidRequest, "method_not_allowed", "", "method not allowed on this route")
 	})
 
@@ -249,14 +280,46 @@ func (a *Admin) routes() chi.Router {
 				r.Use(a.requirePasswordChanged)
 				r.Get("/credentials", a.handleListCredentials)
 				r.Post("/credentials", a.handleAddCredential)
+				r.Post("/credentials/check", a.handleCheckCredential)
 				r.Patch("/credentials/{id}", a.handleUpdateCredential)
 				r.Delete("/credentials/{id}", a.handleRemoveCredential)
 				r.Post("/credentials/{id}/reset", a.handleResetCredential)
 				r.Get("/pool", a.handlePool)
+				r.Get("/usage", a.handleUsage)
 				r.Get("/tokens", a.handleListTokens)
 				r.Post("/tokens", a.handleCreateToken)
+				r.Patch("/tokens/{id}", a.handleUpdateToken)
 				r.Delete("/tokens/{id}", a.handleRevokeToken)
 			})
+		})
+	})
+
+	// The pages: plain HTML forms (POST, then a redirect), a little script
+	// for progressive enhancement only.
+	r.Get("/static/*", a.serveStatic)
+	r.Get("/login", a.pageLogin)
+	r.Post("/login", a.pageLoginPost)
+	r.Group(func(r chi.Router) {
+		r.Use(a.pageSession, a.pageCSRF)
+		r.Post("/logout", a.pageLogout)
+		r.Get("/password", a.pagePassword)
+		r.Post("/password", a.pagePasswordPost)
+		r.Group(func(r chi.Router) {
+			r.Use(a.pagePasswordChanged)
+			r.Get("/", a.pageDashboard)
+			r.Get("/fragments/dashboard", a.fragmentDashboard)
+			r.Get("/credentials", a.pageCredentials)
+			r.Post("/credentials", a.pageAddCredential)
+			r.Post("/credentials/bulk", a.pageBulkAdd)
+			r.Post("/fragments/check", a.fragmentCheck)
+			r.Post("/credentials/{id}/enable", a.pageEnableCredential)
+			r.Post("/credentials/{id}/disable", a.pageDisableCredential)
+			r.Post("/credentials/{id}/reset", a.pageResetCredential)
+			r.Post("/credentials/{id}/delete", a.pageDeleteCredential)
+			r.Get("/tokens", a.pageTokens)
+			r.Post("/tokens", a.pageCreateToken)
+			r.Post("/tokens/{id}/limit", a.pageTokenLimit)
+			r.Post("/tokens/{id}/revoke", a.pageRevokeToken)
 		})
 	})
 	return r

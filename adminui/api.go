@@ -256,3 +256,73 @@ func (a *Admin) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+type checkRequest struct {
+	Email   string `json:"email"`
+	Token   string `json:"token"`
+	CloudID string `json:"cloud_id"`
+}
+
+// handleCheckCredential asks the upstream's credits check about a
+// credential that is not stored (yet). The upstream's verdict, a refusal
+// included, is a 200 CheckResult; bad input is a 400 naming the field.
+func (a *Admin) handleCheckCredential(w http.ResponseWriter, r *http.Request) {
+	var req checkRequest
+	if !a.decodeJSON(w, r, &req) {
+		return
+	}
+	res, err := a.checkCredential(r.Context(), CredentialInput{Email: req.Email, Token: req.Token, CloudID: req.CloudID})
+	if err != nil {
+		a.renderServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+type tokenPatchRequest struct {
+	Name          *string   `json:"name"`
+	ExpiresAt     *string   `json:"expires_at"` // RFC 3339; "" removes the expiry
+	AllowedModels *[]string `json:"allowed_models"`
+	RateLimit     *int      `json:"rate_limit"`
+}
+
+func (a *Admin) handleUpdateToken(w http.ResponseWriter, r *http.Request) {
+	var req tokenPatchRequest
+	if !a.decodeJSON(w, r, &req) {
+		return
+	}
+	p := TokenPatch{Name: req.Name, AllowedModels: req.AllowedModels, RateLimit: req.RateLimit}
+	if req.ExpiresAt != nil {
+		var t time.Time
+		if v := strings.TrimSpace(*req.ExpiresAt); v != "" {
+			var err error
+			if t, err = time.Parse(time.RFC3339, v); err != nil {
+				renderError(w, http.StatusBadRequest, typeInvalidRequest, "invalid_value", "expires_at",
+					"expires_at must be an RFC 3339 time, e.g. 2030-01-31T00:00:00Z, or \"\" for no expiry")
+				return
+			}
+		}
+		p.ExpiresAt = &t
+	}
+	v, err := a.svc.UpdateToken(r.Context(), chi.URLParam(r, "id"), p)
+	if err != nil {
+		a.renderServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// handleUsage answers GET /api/usage?from=YYYY-MM-DD&to=YYYY-MM-DD.
+func (a *Admin) handleUsage(w http.ResponseWriter, r *http.Request) {
+	from, to, err := parseUsageRange(r.URL.Query(), a.svc.now())
+	if err != nil {
+		a.renderServiceError(w, r, err)
+		return
+	}
+	rep, err := a.svc.Usage(r.Context(), from, to)
+	if err != nil {
+		a.renderServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}

@@ -204,15 +204,28 @@ func TestMustChangePassword(t *testing.T) {
 	}
 	c.csrf = lr.CSRFToken
 
-	// Everything but session, password and logout refuses.
+	// Everything but session, password and logout refuses: the API with
+	// 403, a fragment with 403, a page with a redirect to the password page.
 	for _, rt := range walkRoutes(t, e) {
 		switch rt.path {
-		case "/api/login", "/api/logout", "/api/session", "/api/password":
+		case "/api/login", "/api/logout", "/api/session", "/api/password", "/logout", "/password":
+			continue
+		}
+		if rt.public() {
 			continue
 		}
 		t.Run(rt.method+" "+rt.path, func(t *testing.T) {
-			res := c.do(rt.method, rt.concrete(), rt.body(), nil)
-			wantError(t, res, 403, "password_change_required", "")
+			res := rt.send(c, rt.concrete(), nil)
+			switch {
+			case rt.api():
+				wantError(t, res, 403, "password_change_required", "")
+			case rt.fragment():
+				if res.status != http.StatusForbidden {
+					t.Errorf("status %d, want 403", res.status)
+				}
+			default:
+				wantRedirect(t, res, "/admin/password")
+			}
 		})
 	}
 	res = c.do("GET", "/api/session", nil, nil)

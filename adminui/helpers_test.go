@@ -47,6 +47,8 @@ type envOptions struct {
 	password  string // "" → testPassword; "-" → none set
 	tls       bool
 	wrapStore func(store.Store) store.Store
+	activity  Activity
+	checker   Checker
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -74,7 +76,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.cfg.LoginAttemptsTotal == 0 {
 		o.cfg.LoginAttemptsTotal = 1000
 	}
-	deps := Deps{Store: s, Cipher: c, Changed: func() { e.changed.Add(1); e.resync() }}
+	deps := Deps{Store: s, Cipher: c, Changed: func() { e.changed.Add(1); e.resync() }, Activity: o.activity, Checker: o.checker}
 	if !o.noPool {
 		e.pool = startPool(t, st)
 		deps.Pool = e.pool
@@ -179,8 +181,12 @@ type client struct {
 	seen *[]response
 }
 
+// client returns a client without a session. It does not follow
+// redirects: the tests look at them.
 func (e *env) client() *client {
-	return &client{e: e, hc: e.srv.Client(), cookies: map[string]string{}}
+	hc := *e.srv.Client()
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &client{e: e, hc: &hc, cookies: map[string]string{}}
 }
 
 // loggedIn returns a client logged in with password.
@@ -338,7 +344,15 @@ func (c *client) addCredential(email, token string) CredentialView {
 // backend outage does.
 type unavailableStore struct {
 	store.Store
-	down atomic.Bool
+	down      atomic.Bool
+	usageDown atomic.Bool // ListUsage only
+}
+
+func (u *unavailableStore) ListUsage(ctx context.Context, from, to string) ([]store.Usage, error) {
+	if u.down.Load() || u.usageDown.Load() {
+		return nil, errors.Join(errors.New("sqlite: list usage: connection refused"), store.ErrUnavailable)
+	}
+	return u.Store.ListUsage(ctx, from, to)
 }
 
 func (u *unavailableStore) ListCredentials(ctx context.Context) ([]store.Credential, error) {

@@ -143,6 +143,23 @@ func (a *Admin) requirePasswordChanged(next http.Handler) http.Handler {
 // throttle takes one login attempt from the client's and the global
 // bucket. When refused it answers 429 with Retry-After and returns false.
 func (a *Admin) throttle(w http.ResponseWriter, r *http.Request, global bool) bool {
+	ok, retry, err := a.takeAttempt(r, global)
+	switch {
+	case err != nil:
+		renderError(w, http.StatusServiceUnavailable, typeServer, "unavailable", "", "login temporarily unavailable")
+		return false
+	case !ok:
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
+		renderError(w, http.StatusTooManyRequests, typeRateLimit, "too_many_attempts", "", "too many attempts; try again later")
+		return false
+	}
+	return true
+}
+
+// takeAttempt takes one attempt from the client's bucket and, when
+// global, the global one. Refused, it returns the seconds to wait (≥ 1).
+// The JSON API and the pages answer the result each in their own form.
+func (a *Admin) takeAttempt(r *http.Request, global bool) (ok bool, retryAfter int, err error) {
 	ctx := r.Context()
 	ok, reset, err := take(ctx, a.perIP, "ip:"+clientKey(r.RemoteAddr))
 	if err == nil && ok && global {
@@ -150,17 +167,13 @@ func (a *Admin) throttle(w http.ResponseWriter, r *http.Request, global bool) bo
 	}
 	if err != nil {
 		a.logger.LogAttrs(ctx, slog.LevelError, "login limiter", slog.String("error", err.Error()))
-		renderError(w, http.StatusServiceUnavailable, typeServer, "unavailable", "", "login temporarily unavailable")
-		return false
+		return false, 0, err
 	}
 	if !ok {
 		a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login throttled", slog.String("client", clientKey(r.RemoteAddr)))
-		secs := int(math.Ceil(time.Until(reset).Seconds()))
-		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-		renderError(w, http.StatusTooManyRequests, typeRateLimit, "too_many_attempts", "", "too many attempts; try again later")
-		return false
+		return false, max(int(math.Ceil(time.Until(reset).Seconds())), 1), nil
 	}
-	return true
+	return true, 0, nil
 }
 
 type takeStore interface {

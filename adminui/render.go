@@ -54,6 +54,8 @@ func (a *Admin) renderServiceError(w http.ResponseWriter, r *http.Request, err e
 		renderError(w, http.StatusConflict, typeInvalidRequest, "duplicate", "", "a record with the same identity already exists")
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, pool.ErrUnknownCredential):
 		renderError(w, http.StatusNotFound, typeNotFound, "not_found", "", "not found")
+	case errors.Is(err, errNoChecker):
+		renderError(w, http.StatusServiceUnavailable, typeServer, "checker_unavailable", "", "credential checks are not available")
 	case errors.Is(err, store.ErrUnavailable):
 		a.logger.LogAttrs(r.Context(), slog.LevelError, "admin request failed", slog.String("error", err.Error()))
 		renderError(w, http.StatusServiceUnavailable, typeServer, "store_unavailable", "", "store unavailable")

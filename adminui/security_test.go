@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,13 +27,41 @@ func (r route) concrete() string {
 	return regexp.MustCompile(`\{[^}]+\}`).ReplaceAllString(r.path, "cred_0000000000000000")
 }
 
-// body is a plausible JSON body for a mutating route, nil otherwise.
+// body is a plausible JSON body for a mutating API route, nil otherwise.
 func (r route) body() any {
 	switch r.method {
 	case "POST", "PATCH", "PUT":
 		return `{}`
 	}
 	return nil
+}
+
+// api reports whether the route is part of the JSON API.
+func (r route) api() bool { return strings.HasPrefix(r.path, "/api/") }
+
+// public reports whether the route is meant to answer without a session:
+// logging in, and the static assets the login page needs.
+func (r route) public() bool {
+	return r.path == "/api/login" || r.path == "/login" || strings.HasPrefix(r.path, "/static/")
+}
+
+// fragment reports whether the route serves an HTML fragment to a script.
+func (r route) fragment() bool { return strings.HasPrefix(r.path, "/fragments/") }
+
+// send requests the route as its client would: JSON for the API, a form
+// (carrying the client's CSRF token, if any) for a page's POST.
+func (r route) send(c *client, path string, hdr map[string]string) response {
+	if !r.api() && r.method == "POST" {
+		if len(hdr) > 0 {
+			h := map[string]string{"Content-Type": formType, csrfHeader: ""}
+			for k, v := range hdr {
+				h[k] = v
+			}
+			return c.do("POST", path, "", h)
+		}
+		return c.post(path, nil)
+	}
+	return c.do(r.method, path, r.body(), hdr)
 }
 
 // walkRoutes lists every route of the handler's router.
@@ -52,17 +82,23 @@ func walkRoutes(t *testing.T, e *env) []route {
 }
 
 // TestEveryRouteDeniesWithoutSession walks the route table: every route
-// but login refuses a request without a session, with a forged session, and
-// with a session cookie from another deployment.
+// but the login routes and the static assets refuses a request without a
+// session, with a forged session, and with a session cookie from another
+// deployment: the API with 401, a fragment with 401, a page with a
+// redirect to the login page. Nothing is changed.
 func TestEveryRouteDeniesWithoutSession(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	routes := walkRoutes(t, e)
-	login := 0
+	var public []string
+	pages := 0
 	for _, rt := range routes {
-		if rt.method == "POST" && rt.path == "/api/login" {
-			login++
+		if rt.public() {
+			public = append(public, rt.method+" "+rt.path)
 			continue
+		}
+		if !rt.api() {
+			pages++
 		}
 		t.Run(rt.method+" "+rt.path, func(t *testing.T) {
 			variants := map[string]map[string]string{
@@ -72,24 +108,47 @@ func TestEveryRouteDeniesWithoutSession(t *testing.T) {
 				"secure name":   {"Cookie": secureCookieName + "=" + strings.Repeat("B", 43)},
 			}
 			for name, hdr := range variants {
-				res := e.client().do(rt.method, rt.concrete(), rt.body(), hdr)
-				if res.status != http.StatusUnauthorized {
-					t.Errorf("%s: status %d, want 401 (body %s)", name, res.status, res.body)
-					continue
+				res := rt.send(e.client(), rt.concrete(), hdr)
+				switch {
+				case rt.api():
+					if res.status != http.StatusUnauthorized {
+						t.Errorf("%s: status %d, want 401 (body %s)", name, res.status, res.body)
+						continue
+					}
+					if d := res.apiError(t); d.code() != "login_required" {
+						t.Errorf("%s: code %q", name, d.code())
+					}
+				case rt.fragment():
+					if res.status != http.StatusUnauthorized {
+						t.Errorf("%s: status %d, want 401 (body %s)", name, res.status, res.body)
+					}
+				default:
+					if res.status != http.StatusSeeOther || res.header.Get("Location") != "/admin/login" {
+						t.Errorf("%s: status %d Location %q, want 303 to /admin/login", name, res.status, res.header.Get("Location"))
+					}
 				}
-				if d := res.apiError(t); d.code() != "login_required" {
-					t.Errorf("%s: code %q", name, d.code())
+				if strings.Contains(string(res.body), "csrf_token") {
+					t.Errorf("%s: an answer without a session carries a CSRF token", name)
 				}
 			}
 		})
 	}
-	if login != 1 {
-		t.Errorf("POST /api/login found %d times in the route table", login)
+	slices.Sort(public)
+	want := []string{"GET /login", "GET /static/*", "POST /api/login", "POST /login"}
+	if !slices.Equal(public, want) {
+		t.Errorf("public routes = %v, want exactly %v", public, want)
+	}
+	if pages < 10 {
+		t.Errorf("walked %d page routes, want the pages too", pages)
+	}
+	if cs, err := e.st.ListCredentials(t.Context()); err != nil || len(cs) != 0 {
+		t.Errorf("credentials after the walk: %v, %v", cs, err)
 	}
 }
 
 // TestEveryMutatingRouteNeedsCSRF walks the route table with a live
-// session: every state-changing route refuses a missing or wrong token.
+// session: every state-changing route refuses a missing or wrong token
+// (the API's header, the pages' form field).
 func TestEveryMutatingRouteNeedsCSRF(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
@@ -97,25 +156,34 @@ func TestEveryMutatingRouteNeedsCSRF(t *testing.T) {
 	v := c.addCredential("csrf@example.com", atlassianToken)
 	otherCSRF := e.loggedIn(testPassword).csrf
 	for _, rt := range walkRoutes(t, e) {
-		if rt.method == "GET" || rt.path == "/api/login" {
+		if rt.method == "GET" || rt.public() {
 			continue
 		}
 		t.Run(rt.method+" "+rt.path, func(t *testing.T) {
 			path := strings.ReplaceAll(rt.concrete(), "cred_0000000000000000", v.ID)
 			for name, tok := range map[string]string{"missing": "", "wrong": "x" + c.csrf[1:], "other session": otherCSRF} {
-				saved := c.csrf
-				c.csrf = tok
-				res := c.do(rt.method, path, rt.body(), nil)
-				c.csrf = saved
-				if res.status != http.StatusForbidden {
-					t.Fatalf("%s token: status %d, want 403 (%s)", name, res.status, res.body)
-				}
-				wantError(t, res, http.StatusForbidden, "csrf_token_invalid", "")
+				t.Run(name, func(t *testing.T) {
+					if rt.api() {
+						saved := c.csrf
+						c.csrf = tok
+						res := c.do(rt.method, path, rt.body(), nil)
+						c.csrf = saved
+						wantError(t, res, http.StatusForbidden, "csrf_token_invalid", "")
+						return
+					}
+					res := c.post(path, url.Values{csrfField: {tok}, "confirmed": {"1"}, "email": {"new@example.com"},
+						"token": {atlassianToken}, "name": {"n"}, "rate_limit": {"5"}, "lines": {"b@example.com:" + atlassianToken}})
+					wantPage(t, res, http.StatusForbidden, "Form expired")
+				})
 			}
 		})
 	}
-	if res := c.do("GET", "/api/credentials", nil, nil); res.status != 200 || !strings.Contains(string(res.body), v.ID) {
+	if res := c.do("GET", "/api/credentials", nil, nil); res.status != 200 || !strings.Contains(string(res.body), v.ID) ||
+		strings.Contains(string(res.body), "new@example.com") || strings.Contains(string(res.body), "b@example.com") {
 		t.Errorf("a refused request changed something: %d %s", res.status, res.body)
+	}
+	if res := c.do("GET", "/api/session", nil, nil); res.status != 200 {
+		t.Errorf("a refused logout ended the session: %d", res.status)
 	}
 }
 

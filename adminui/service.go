@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -108,6 +109,35 @@ type CredentialPatch struct {
 // id as associated data) and stores the credential, enabled. A credential
 // with the same email and cloud id → *ConflictError.
 func (s *Service) AddCredential(ctx context.Context, in CredentialInput) (store.Credential, error) {
+	c, err := s.addCredential(ctx, in)
+	if err != nil {
+		return store.Credential{}, err
+	}
+	s.notify()
+	return c, nil
+}
+
+// AddCredentials adds each input as AddCredential does, one at a time
+// (each is saved whole or not at all), and runs the change hook once at
+// the end when any was added. errs[i] is the error of ins[i], nil when it
+// was added.
+func (s *Service) AddCredentials(ctx context.Context, ins []CredentialInput) (added []store.Credential, errs []error) {
+	errs = make([]error, len(ins))
+	for i, in := range ins {
+		c, err := s.addCredential(ctx, in)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		added = append(added, c)
+	}
+	if len(added) > 0 {
+		s.notify()
+	}
+	return added, errs
+}
+
+func (s *Service) addCredential(ctx context.Context, in CredentialInput) (store.Credential, error) {
 	in, err := validateCredential(in)
 	if err != nil {
 		return store.Credential{}, err
@@ -139,7 +169,6 @@ func (s *Service) AddCredential(ctx context.Context, in CredentialInput) (store.
 		return store.Credential{}, fmt.Errorf("add credential: %w", err)
 	}
 	s.logger.LogAttrs(ctx, slog.LevelInfo, "credential added", slog.String("credential_id", id))
-	s.notify()
 	return c, nil
 }
 
@@ -379,4 +408,77 @@ func (s *Service) RevokeToken(ctx context.Context, id string) error {
 	s.logger.LogAttrs(ctx, slog.LevelInfo, "api token revoked", slog.String("token_id", id))
 	s.notify()
 	return nil
+}
+
+// TokenPatch changes some settings of a client API token; nil fields stay.
+// ExpiresAt pointing at the zero time removes the expiry; AllowedModels
+// pointing at an empty list allows every model again.
+type TokenPatch struct {
+	Name          *string
+	ExpiresAt     *time.Time
+	AllowedModels *[]string
+	RateLimit     *int
+}
+
+// UpdateToken applies a patch to a client API token in one store write and
+// returns the result. An empty patch is a *ValidationError; an unknown id
+// wraps store.ErrNotFound.
+func (s *Service) UpdateToken(ctx context.Context, id string, p TokenPatch) (TokenView, error) {
+	if p.Name == nil && p.ExpiresAt == nil && p.AllowedModels == nil && p.RateLimit == nil {
+		return TokenView{}, invalid("", "nothing to change: give name, expires_at, allowed_models or rate_limit")
+	}
+	var (
+		name    string
+		expires time.Time
+		models  []string
+		err     error
+	)
+	if p.Name != nil {
+		if name, err = validateTokenName(*p.Name); err != nil {
+			return TokenView{}, err
+		}
+	}
+	if p.ExpiresAt != nil {
+		if expires, err = s.validateExpiry(*p.ExpiresAt); err != nil {
+			return TokenView{}, err
+		}
+	}
+	if p.AllowedModels != nil {
+		if models, err = validateModels(*p.AllowedModels); err != nil {
+			return TokenView{}, err
+		}
+	}
+	if p.RateLimit != nil {
+		if err := validateRateLimit(*p.RateLimit); err != nil {
+			return TokenView{}, err
+		}
+	}
+	ts, err := s.st.ListTokens(ctx)
+	if err != nil {
+		return TokenView{}, fmt.Errorf("update token: %w", err)
+	}
+	i := slices.IndexFunc(ts, func(t store.APIToken) bool { return t.ID == id })
+	if i < 0 {
+		return TokenView{}, fmt.Errorf("update token %s: %w", id, store.ErrNotFound)
+	}
+	t := ts[i]
+	if p.Name != nil {
+		t.Name = name
+	}
+	if p.ExpiresAt != nil {
+		t.ExpiresAt = expires
+	}
+	if p.AllowedModels != nil {
+		t.AllowedModels = models
+	}
+	if p.RateLimit != nil {
+		t.RateLimit = *p.RateLimit
+	}
+	if err := s.st.UpdateToken(ctx, t); err != nil {
+		return TokenView{}, fmt.Errorf("update token: %w", err)
+	}
+	s.logger.LogAttrs(ctx, slog.LevelInfo, "api token updated",
+		slog.String("token_id", id), slog.String("token_prefix", t.Prefix))
+	s.notify()
+	return TokenViewOf(t, s.now()), nil
 }

@@ -225,6 +225,17 @@ func (s *Service) dummy() string {
 // ErrNoSession returned. A live one has its last-seen time refreshed (at
 // most once a minute) and reports whether the password must be changed.
 func (s *Service) Session(ctx context.Context, sessionID string) (SessionInfo, error) {
+	return s.session(ctx, sessionID, true)
+}
+
+// PeekSession is Session without refreshing the last-seen time: for
+// requests a page makes by itself (the dashboard's refresh), which must
+// not keep an unattended session alive.
+func (s *Service) PeekSession(ctx context.Context, sessionID string) (SessionInfo, error) {
+	return s.session(ctx, sessionID, false)
+}
+
+func (s *Service) session(ctx context.Context, sessionID string, touch bool) (SessionInfo, error) {
 	if sessionID == "" {
 		return SessionInfo{}, ErrNoSession
 	}
@@ -244,7 +255,7 @@ func (s *Service) Session(ctx context.Context, sessionID string) (SessionInfo, e
 		}
 		return SessionInfo{}, ErrNoSession
 	}
-	if now.Sub(sess.LastSeenAt) >= touchEvery {
+	if touch && now.Sub(sess.LastSeenAt) >= touchEvery {
 		switch err := s.st.TouchSession(ctx, key, now.UTC()); {
 		case errors.Is(err, store.ErrNotFound):
 			return SessionInfo{}, ErrNoSession // ended meanwhile

@@ -130,54 +130,86 @@ func isUUID(s string) bool {
 }
 
 func (s *Service) validateToken(in TokenInput) (TokenInput, error) {
-	in.Name = strings.TrimSpace(in.Name)
+	var err error
+	if in.Name, err = validateTokenName(in.Name); err != nil {
+		return in, err
+	}
+	if in.ExpiresAt, err = s.validateExpiry(in.ExpiresAt); err != nil {
+		return in, err
+	}
+	if in.AllowedModels, err = validateModels(in.AllowedModels); err != nil {
+		return in, err
+	}
+	if err := validateRateLimit(in.RateLimit); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+func validateTokenName(name string) (string, error) {
+	name = strings.TrimSpace(name)
 	switch {
-	case in.Name == "":
-		return in, invalid("name", "name is required")
-	case !utf8.ValidString(in.Name):
-		return in, invalid("name", "name is not valid text")
-	case utf8.RuneCountInString(in.Name) > maxNameLen:
-		return in, invalid("name", "name must be at most 100 characters")
-	case strings.IndexFunc(in.Name, unicode.IsControl) >= 0:
-		return in, invalid("name", "name must not contain control characters")
+	case name == "":
+		return name, invalid("name", "name is required")
+	case !utf8.ValidString(name):
+		return name, invalid("name", "name is not valid text")
+	case utf8.RuneCountInString(name) > maxNameLen:
+		return name, invalid("name", "name must be at most 100 characters")
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return name, invalid("name", "name must not contain control characters")
 	}
-	if !in.ExpiresAt.IsZero() {
-		if !in.ExpiresAt.After(s.now()) {
-			return in, invalid("expires_at", "expires_at must be in the future")
-		}
-		if in.ExpiresAt.Year() >= maxExpiryYear {
-			return in, invalid("expires_at", "expires_at must be before the year 2200")
-		}
-		in.ExpiresAt = in.ExpiresAt.UTC().Truncate(time.Second)
+	return name, nil
+}
+
+// validateExpiry checks an expiry time (zero: never) and returns it in UTC
+// to the second.
+func (s *Service) validateExpiry(t time.Time) (time.Time, error) {
+	if t.IsZero() {
+		return t, nil
 	}
-	if len(in.AllowedModels) > maxModels {
-		return in, invalid("allowed_models", "at most 100 allowed models")
+	if !t.After(s.now()) {
+		return t, invalid("expires_at", "expires_at must be in the future")
 	}
-	models := make([]string, 0, len(in.AllowedModels))
-	seen := make(map[string]bool, len(in.AllowedModels))
-	for _, m := range in.AllowedModels {
+	if t.Year() >= maxExpiryYear {
+		return t, invalid("expires_at", "expires_at must be before the year 2200")
+	}
+	return t.UTC().Truncate(time.Second), nil
+}
+
+// validateModels trims and de-duplicates allowed model names; none is nil
+// (every model).
+func validateModels(in []string) ([]string, error) {
+	if len(in) > maxModels {
+		return nil, invalid("allowed_models", "at most 100 allowed models")
+	}
+	models := make([]string, 0, len(in))
+	seen := make(map[string]bool, len(in))
+	for _, m := range in {
 		m = strings.TrimSpace(m)
 		switch {
 		case m == "":
-			return in, invalid("allowed_models", "allowed model names must not be empty")
+			return nil, invalid("allowed_models", "allowed model names must not be empty")
 		case len(m) > maxModelLen || !utf8.ValidString(m):
-			return in, invalid("allowed_models", "allowed model name is too long or not valid text")
+			return nil, invalid("allowed_models", "allowed model name is too long or not valid text")
 		case strings.IndexFunc(m, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-			return in, invalid("allowed_models", "allowed model names must not contain spaces")
+			return nil, invalid("allowed_models", "allowed model names must not contain spaces")
 		}
 		if !seen[m] {
 			seen[m] = true
 			models = append(models, m)
 		}
 	}
-	in.AllowedModels = models
-	if len(in.AllowedModels) == 0 {
-		in.AllowedModels = nil
+	if len(models) == 0 {
+		return nil, nil
 	}
-	if in.RateLimit < 0 || in.RateLimit > maxRateLimit {
-		return in, invalid("rate_limit", "rate_limit must be between 0 (unlimited) and "+strconv.Itoa(maxRateLimit)+" requests per minute")
+	return models, nil
+}
+
+func validateRateLimit(n int) error {
+	if n < 0 || n > maxRateLimit {
+		return invalid("rate_limit", "rate_limit must be between 0 (unlimited) and "+strconv.Itoa(maxRateLimit)+" requests per minute")
 	}
-	return in, nil
+	return nil
 }
 
 // validateNewPassword checks the password rules: 12 to 128 characters of
