@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -44,6 +45,10 @@ type Config struct {
 	// TrustedOrigins are extra origins ("https://admin.example.com") whose
 	// cross-origin requests are allowed, for a proxy that rewrites Host.
 	TrustedOrigins []string
+	// TrustedProxies are the load balancers whose X-Forwarded-For names
+	// the client (for login throttling per client IP). Requests from other
+	// addresses are keyed by their own address; headers are ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // Defaults.
@@ -140,6 +145,10 @@ type Deps struct {
 	// (*gateway.Client); nil: POST /api/credentials/check answers 503 and
 	// the pages offer no check.
 	Checker Checker
+	// Limiters makes the login throttling stores (name "ip" or "total",
+	// tokens per window); nil: in-process stores. With Redis they are
+	// shared by every replica.
+	Limiters func(name string, tokens int, window time.Duration) (limiter.Store, error)
 }
 
 // Admin serves the admin pages and the admin JSON API under /admin.
@@ -202,10 +211,16 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 		renderError(w, http.StatusForbidden, typePermission, "cross_origin_request", "", "cross-origin request refused")
 	}))
 	// The memory stores run a sweeper goroutine each; Close stops them.
-	if a.perIP, err = newLimiter(cfg.LoginAttemptsPerIP, cfg.LoginWindow); err != nil {
+	mk := deps.Limiters
+	if mk == nil {
+		mk = func(_ string, tokens int, window time.Duration) (limiter.Store, error) {
+			return newLimiter(tokens, window)
+		}
+	}
+	if a.perIP, err = mk("ip", cfg.LoginAttemptsPerIP, cfg.LoginWindow); err != nil {
 		return nil, err
 	}
-	if a.total, err = newLimiter(cfg.LoginAttemptsTotal, cfg.LoginWindow); err != nil {
+	if a.total, err = mk("total", cfg.LoginAttemptsTotal, cfg.LoginWindow); err != nil {
 		_ = a.perIP.Close(context.Background())
 		return nil, err
 	}

@@ -38,7 +38,7 @@ func (a *Admin) handleLogin(w http.ResponseWriter, r *http.Request) {
 	id, csrf, mustChange, err := a.svc.Login(ctx, req.Password)
 	if err != nil {
 		if errors.Is(err, ErrInvalidPassword) {
-			a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login failed", slog.String("client", clientKey(r.RemoteAddr)))
+			a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login failed", slog.String("client", a.clientKey(r)))
 			renderError(w, http.StatusUnauthorized, typeAuthentication, "invalid_password", "", "invalid password")
 			return
 		}
@@ -52,7 +52,7 @@ func (a *Admin) handleLogin(w http.ResponseWriter, r *http.Request) {
 			a.logger.LogAttrs(ctx, slog.LevelWarn, "end previous session", slog.String("error", err.Error()))
 		}
 	}
-	a.logger.LogAttrs(ctx, slog.LevelInfo, "admin logged in", slog.String("client", clientKey(r.RemoteAddr)))
+	a.logger.LogAttrs(ctx, slog.LevelInfo, "admin logged in", slog.String("client", a.clientKey(r)))
 	http.SetCookie(w, a.sessionCookie(r, id))
 	writeJSON(w, http.StatusOK, loginResponse{CSRFToken: csrf, MustChangePassword: mustChange})
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -161,7 +162,7 @@ func (a *Admin) throttle(w http.ResponseWriter, r *http.Request, global bool) bo
 // The JSON API and the pages answer the result each in their own form.
 func (a *Admin) takeAttempt(r *http.Request, global bool) (ok bool, retryAfter int, err error) {
 	ctx := r.Context()
-	ok, reset, err := take(ctx, a.perIP, "ip:"+clientKey(r.RemoteAddr))
+	ok, reset, err := take(ctx, a.perIP, "ip:"+a.clientKey(r))
 	if err == nil && ok && global {
 		ok, reset, err = take(ctx, a.total, "all")
 	}
@@ -170,7 +171,7 @@ func (a *Admin) takeAttempt(r *http.Request, global bool) (ok bool, retryAfter i
 		return false, 0, err
 	}
 	if !ok {
-		a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login throttled", slog.String("client", clientKey(r.RemoteAddr)))
+		a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login throttled", slog.String("client", a.clientKey(r)))
 		return false, max(int(math.Ceil(time.Until(reset).Seconds())), 1), nil
 	}
 	return true, 0, nil
@@ -188,9 +189,56 @@ func take(ctx context.Context, st takeStore, key string) (bool, time.Time, error
 	return ok, time.Unix(0, int64(reset)), nil
 }
 
-// clientKey is the throttling key of a client: its IP from RemoteAddr
-// (proxy headers are not trusted), an IPv6 address reduced to its /64,
-// since one host usually owns a whole /64.
+// clientKey is the throttling key of r's client (see clientIP).
+func (a *Admin) clientKey(r *http.Request) string {
+	return clientKey(a.clientIP(r))
+}
+
+// clientIP is the address of r's client: the connection's peer, unless the
+// peer is one of TrustedProxies; then the right-most address of
+// X-Forwarded-For that is not itself a trusted proxy (the left part of
+// the header is whatever the client chose to send, so it is never used).
+func (a *Admin) clientIP(r *http.Request) string {
+	peer := r.RemoteAddr
+	if len(a.cfg.TrustedProxies) == 0 || !a.trusted(peer) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		if hop == "" {
+			continue
+		}
+		if _, err := netip.ParseAddr(hop); err != nil {
+			return peer // a malformed header: keep to what we know
+		}
+		if !a.trusted(hop) {
+			return hop
+		}
+	}
+	return peer
+}
+
+func (a *Admin) trusted(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range a.cfg.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientKey is the throttling key of a client address: its IP, an IPv6
+// address reduced to its /64, since one host usually owns a whole /64.
 func clientKey(remoteAddr string) string {
 	host, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {

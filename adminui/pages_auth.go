@@ -59,7 +59,7 @@ func (a *Admin) pageLoginPost(w http.ResponseWriter, r *http.Request) {
 	id, _, mustChange, err := a.svc.Login(ctx, pw)
 	if err != nil {
 		if errors.Is(err, ErrInvalidPassword) {
-			a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login failed", slog.String("client", clientKey(r.RemoteAddr)))
+			a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login failed", slog.String("client", a.clientKey(r)))
 			fail(http.StatusUnauthorized, "Invalid password.")
 			return
 		}
@@ -83,7 +83,7 @@ func (a *Admin) startSession(w http.ResponseWriter, r *http.Request, id string) 
 			a.logger.LogAttrs(ctx, slog.LevelWarn, "end previous session", slog.String("error", err.Error()))
 		}
 	}
-	a.logger.LogAttrs(ctx, slog.LevelInfo, "admin logged in", slog.String("client", clientKey(r.RemoteAddr)))
+	a.logger.LogAttrs(ctx, slog.LevelInfo, "admin logged in", slog.String("client", a.clientKey(r)))
 	http.SetCookie(w, a.sessionCookie(r, id))
 }
 

@@ -172,9 +172,9 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	if err != nil {
 		return nil, err
 	}
-	a.admin, err = adminui.New(adminui.Config{SecureCookies: cfg.SecureCookies}, adminui.Deps{
+	a.admin, err = adminui.New(adminui.Config{SecureCookies: cfg.SecureCookies, TrustedProxies: cfg.TrustedProxies}, adminui.Deps{
 		Store: st, Cipher: cipher, Pool: a.pool, Logger: logger, Changed: a.syncer.changed,
-		Activity: a.usage, Checker: a.upstream,
+		Activity: a.usage, Checker: a.upstream, Limiters: a.loginLimiters,
 	})
 	if err != nil {
 		return nil, err
@@ -210,19 +210,29 @@ func (a *app) ready(context.Context) error {
 	return nil
 }
 
-// tokenLimiters makes the store of the per-token rate limit of one rate:
-// in process with the embedded store; in Redis, shared by every replica,
-// with an in-process fallback while Redis is away.
+// loginLimiters makes the stores of login throttling (see limiter).
+func (a *app) loginLimiters(name string, tokens int, window time.Duration) (limiter.Store, error) {
+	return a.limiter("login:"+name, uint64(tokens), window)
+}
+
+// tokenLimiters makes the store of the per-token rate limit of one rate
+// (requests per minute; see limiter).
 func (a *app) tokenLimiters(perMinute int) (limiter.Store, error) {
-	local, err := ratelimit.Memory(uint64(perMinute), time.Minute)
+	return a.limiter("token:"+strconv.Itoa(perMinute), uint64(perMinute), time.Minute)
+}
+
+// limiter makes a rate-limit store of tokens per window: in process with
+// the embedded store; in Redis, shared by every replica, with an
+// in-process fallback while Redis is away (never no limit).
+func (a *app) limiter(name string, tokens uint64, window time.Duration) (limiter.Store, error) {
+	local, err := ratelimit.Memory(tokens, window)
 	if err != nil {
 		return nil, err
 	}
 	if a.redis == nil {
 		return local, nil
 	}
-	shared := a.redis.Limiter("token:"+strconv.Itoa(perMinute), uint64(perMinute), time.Minute)
-	return ratelimit.Fallback(shared, local, nil), nil
+	return ratelimit.Fallback(a.redis.Limiter(name, tokens, window), local, nil), nil
 }
 
 // serve runs the background owners and the HTTP server on ln until ctx

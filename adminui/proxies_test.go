@@ -1,0 +1,75 @@
+package adminui
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+)
+
+func TestClientIPBehindTrustedProxies(t *testing.T) {
+	a := &Admin{cfg: Config{TrustedProxies: []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
+	}}}
+	cases := []struct {
+		name, peer string
+		xff        []string
+		want       string
+	}{
+		{"untrusted peer: its header is ignored", "203.0.113.9:4000", []string{"198.51.100.1"}, "203.0.113.9:4000"},
+		{"trusted peer: the client it names", "10.1.2.3:5000", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"a forged left part is not used", "10.1.2.3:5000", []string{"1.2.3.4, 198.51.100.1"}, "198.51.100.1"},
+		{"a chain of trusted proxies is skipped", "127.0.0.1:5000", []string{"198.51.100.7, 10.9.9.9"}, "198.51.100.7"},
+		{"several header lines", "10.1.2.3:5000", []string{"1.1.1.1", "198.51.100.2"}, "198.51.100.2"},
+		{"no header", "10.1.2.3:5000", nil, "10.1.2.3:5000"},
+		{"a malformed hop", "10.1.2.3:5000", []string{"198.51.100.1, not-an-ip"}, "10.1.2.3:5000"},
+		{"only trusted hops", "10.1.2.3:5000", []string{"10.0.0.1"}, "10.1.2.3:5000"},
+		{"IPv4-mapped peer", "[::ffff:10.1.2.3]:5000", []string{"198.51.100.3"}, "198.51.100.3"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/api/login", nil)
+			r.RemoteAddr = c.peer
+			for _, v := range c.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := a.clientIP(r); got != c.want {
+				t.Errorf("clientIP = %q, want %q", got, c.want)
+			}
+		})
+	}
+	none := &Admin{}
+	r := httptest.NewRequest("POST", "/api/login", nil)
+	r.RemoteAddr = "10.1.2.3:5000"
+	r.Header.Set("X-Forwarded-For", "198.51.100.1")
+	if got := none.clientIP(r); got != r.RemoteAddr {
+		t.Errorf("without TrustedProxies: clientIP = %q, want the peer", got)
+	}
+}
+
+// Behind a trusted load balancer, login throttling counts each client
+// apart; a client cannot escape its bucket by sending its own header.
+func TestLoginThrottlePerForwardedClient(t *testing.T) {
+	e := newEnv(t, envOptions{cfg: Config{
+		LoginAttemptsPerIP: 3, LoginAttemptsTotal: 100,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+	}})
+	c := e.client()
+	try := func(xff string) int {
+		return c.do("POST", "/api/login", map[string]any{"password": "wrong password here"}, map[string]string{"X-Forwarded-For": xff}).status
+	}
+	for i := range 3 {
+		if s := try("198.51.100.1"); s != http.StatusUnauthorized {
+			t.Fatalf("attempt %d of client 1: %d, want 401", i, s)
+		}
+	}
+	if s := try("198.51.100.1"); s != http.StatusTooManyRequests {
+		t.Errorf("4th attempt of client 1: %d, want 429", s)
+	}
+	if s := try("1.2.3.4, 198.51.100.1"); s != http.StatusTooManyRequests {
+		t.Errorf("client 1 with a forged left part: %d, want 429", s)
+	}
+	if s := try("198.51.100.2"); s != http.StatusUnauthorized {
+		t.Errorf("client 2 behind the same balancer: %d, want 401 (its own bucket)", s)
+	}
+}
