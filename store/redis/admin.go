@@ -68,7 +68,7 @@ func (s *Store) SetAdminPassword(ctx context.Context, p store.AdminPassword) err
 // sessionMember is the entry of a session in the index: its sortable
 // last-seen time, then its id.
 func sessionMember(id string, lastSeen time.Time) (member, seen string, err error) {
-	n, err := toNanos(lastSeen)
+	n, err := store.UnixNanos(lastSeen)
 	if err != nil {
 		return "", "", err
 	}
@@ -147,7 +147,7 @@ func (s *Store) DeleteAllSessions(ctx context.Context) error {
 // how many it removed.
 func (s *Store) DeleteSessionsBefore(ctx context.Context, t time.Time) (int, error) {
 	const op = "delete sessions before"
-	n, err := toNanos(t)
+	n, err := store.UnixNanos(t)
 	if err != nil {
 		return 0, s.invalid(op, err)
 	}

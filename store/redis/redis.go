@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -296,28 +295,11 @@ func scrub(msg string, secrets ...string) string {
 	return msg
 }
 
-// Times are stored as decimal Unix nanoseconds, the zero time as 0, like
-// the SQLite store; times outside the years 1678 to 2262 are refused.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-func toNanos(t time.Time) (int64, error) {
-	if t.IsZero() {
-		return 0, nil
-	}
-	if t.Before(minTime) || t.After(maxTime) {
-		return 0, fmt.Errorf("time %s out of range (years 1678 to 2262)", t.UTC().Format(time.RFC3339))
-	}
-	return t.UnixNano(), nil
-}
-
 // nanos converts several times at once, to decimal strings.
 func nanos(ts ...time.Time) ([]string, error) {
 	out := make([]string, len(ts))
 	for i, t := range ts {
-		n, err := toNanos(t)
+		n, err := store.UnixNanos(t)
 		if err != nil {
 			return nil, err
 		}

@@ -3,7 +3,6 @@ package redis
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -16,30 +15,6 @@ import (
 
 // touchBatch is how many tokens one script of TouchTokens updates.
 const touchBatch = 500
-
-// encodeModels stores AllowedModels as a JSON array; nil and empty are "[]".
-func encodeModels(models []string) (string, error) {
-	if len(models) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(models)
-	if err != nil {
-		return "", fmt.Errorf("encode allowed models: %w", err)
-	}
-	return string(b), nil
-}
-
-// decodeModels reads AllowedModels back; an empty list is nil.
-func decodeModels(s string) ([]string, error) {
-	var models []string
-	if err := json.Unmarshal([]byte(s), &models); err != nil {
-		return nil, fmt.Errorf("decode allowed models: %w", err)
-	}
-	if len(models) == 0 {
-		return nil, nil
-	}
-	return models, nil
-}
 
 func decodeToken(id string, r record) (store.APIToken, error) {
 	t := store.APIToken{ID: id, Name: r["name"], Prefix: r["prefix"]}
@@ -61,7 +36,7 @@ func decodeToken(id string, r record) (store.APIToken, error) {
 		return store.APIToken{}, err
 	}
 	t.RateLimit = int(rl)
-	if t.AllowedModels, err = decodeModels(r["models"]); err != nil {
+	if t.AllowedModels, err = store.DecodeModels(r["models"]); err != nil {
 		return store.APIToken{}, err
 	}
 	return t, nil
@@ -97,7 +72,7 @@ func (s *Store) CreateToken(ctx context.Context, t store.APIToken) error {
 	if err != nil {
 		return fmt.Errorf("redis: %s: %w", op, err)
 	}
-	models, err := encodeModels(t.AllowedModels)
+	models, err := store.EncodeModels(t.AllowedModels)
 	if err != nil {
 		return fmt.Errorf("redis: %s: %w", op, err)
 	}
@@ -118,7 +93,7 @@ func (s *Store) UpdateToken(ctx context.Context, t store.APIToken) error {
 	if err != nil {
 		return fmt.Errorf("redis: %s: %w", op, err)
 	}
-	models, err := encodeModels(t.AllowedModels)
+	models, err := store.EncodeModels(t.AllowedModels)
 	if err != nil {
 		return fmt.Errorf("redis: %s: %w", op, err)
 	}
@@ -146,7 +121,7 @@ func (s *Store) TouchTokens(ctx context.Context, lastUsed map[string]time.Time) 
 	keys := make([]string, len(ids))
 	args := make([]any, len(ids))
 	for i, id := range ids {
-		n, err := toNanos(lastUsed[id])
+		n, err := store.UnixNanos(lastUsed[id])
 		if err != nil {
 			return fmt.Errorf("redis: %s: token %q: %w", op, id, err)
 		}

@@ -31,7 +31,7 @@ func (s *Store) AdminPassword(ctx context.Context) (store.AdminPassword, error) 
 func (s *Store) InitAdminPassword(ctx context.Context, p store.AdminPassword) (bool, error) {
 	var set bool
 	err := s.write(ctx, "init admin password", func(tx *sql.Tx) (bool, error) {
-		updated, err := toNanos(p.UpdatedAt)
+		updated, err := store.UnixNanos(p.UpdatedAt)
 		if err != nil {
 			return false, err
 		}
@@ -52,7 +52,7 @@ VALUES (1, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, p.Hash, p.MustChange, updated)
 // SetAdminPassword stores p, replacing any password.
 func (s *Store) SetAdminPassword(ctx context.Context, p store.AdminPassword) error {
 	return s.write(ctx, "set admin password", func(tx *sql.Tx) (bool, error) {
-		updated, err := toNanos(p.UpdatedAt)
+		updated, err := store.UnixNanos(p.UpdatedAt)
 		if err != nil {
 			return false, err
 		}
@@ -103,7 +103,7 @@ func (s *Store) GetSession(ctx context.Context, id string) (store.Session, error
 // it does not exist.
 func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error {
 	return s.writeRuntime(ctx, "touch session", func(tx *sql.Tx) (bool, error) {
-		n, err := toNanos(at)
+		n, err := store.UnixNanos(at)
 		if err != nil {
 			return false, err
 		}
@@ -138,7 +138,7 @@ func (s *Store) DeleteAllSessions(ctx context.Context) error {
 func (s *Store) DeleteSessionsBefore(ctx context.Context, t time.Time) (int, error) {
 	var n int64
 	err := s.writeRuntime(ctx, "delete sessions before", func(tx *sql.Tx) (bool, error) {
-		cutoff, err := toNanos(t)
+		cutoff, err := store.UnixNanos(t)
 		if err != nil {
 			return false, err
 		}

@@ -88,7 +88,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 func (s *Store) UpdateCredential(ctx context.Context, c store.Credential) error {
 	op := fmt.Sprintf("update credential %q", c.ID)
 	return s.write(ctx, op, func(tx *sql.Tx) (bool, error) {
-		updated, err := toNanos(c.UpdatedAt)
+		updated, err := store.UnixNanos(c.UpdatedAt)
 		if err != nil {
 			return false, err
 		}

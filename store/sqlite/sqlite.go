@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -261,27 +260,11 @@ func (s *Store) wrap(ctx context.Context, op string, err error) error {
 	return fmt.Errorf("sqlite: %s: %w", op, err)
 }
 
-// Times are stored as Unix nanoseconds in UTC, the zero time as 0.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-func toNanos(t time.Time) (int64, error) {
-	if t.IsZero() {
-		return 0, nil
-	}
-	if t.Before(minTime) || t.After(maxTime) {
-		return 0, fmt.Errorf("time %s out of range (years 1678 to 2262)", t.UTC().Format(time.RFC3339))
-	}
-	return t.UnixNano(), nil
-}
-
 // nanos converts several times at once, for the argument lists of a query.
 func nanos(ts ...time.Time) ([]int64, error) {
 	out := make([]int64, len(ts))
 	for i, t := range ts {
-		n, err := toNanos(t)
+		n, err := store.UnixNanos(t)
 		if err != nil {
 			return nil, err
 		}

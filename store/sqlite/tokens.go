@@ -3,36 +3,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
-
-// encodeModels stores AllowedModels as a JSON array; nil and empty are "[]".
-func encodeModels(models []string) (string, error) {
-	if len(models) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(models)
-	if err != nil {
-		return "", fmt.Errorf("encode allowed models: %w", err)
-	}
-	return string(b), nil
-}
-
-// decodeModels reads AllowedModels back; an empty list is nil.
-func decodeModels(s string) ([]string, error) {
-	var models []string
-	if err := json.Unmarshal([]byte(s), &models); err != nil {
-		return nil, fmt.Errorf("decode allowed models: %w", err)
-	}
-	if len(models) == 0 {
-		return nil, nil
-	}
-	return models, nil
-}
 
 // ListTokens returns every API token, sorted by CreatedAt then ID.
 func (s *Store) ListTokens(ctx context.Context) ([]store.APIToken, error) {
@@ -58,7 +33,7 @@ FROM api_tokens ORDER BY created_at, id`)
 		t.ExpiresAt = fromNanos(expires)
 		t.LastUsedAt = fromNanos(lastUsed)
 		t.RateLimit = int(rateLimit)
-		if t.AllowedModels, err = decodeModels(models); err != nil {
+		if t.AllowedModels, err = store.DecodeModels(models); err != nil {
 			return nil, s.wrap(ctx, op, fmt.Errorf("token %q: %w", t.ID, err))
 		}
 		out = append(out, t)
@@ -80,7 +55,7 @@ func (s *Store) CreateToken(ctx context.Context, t store.APIToken) error {
 		if err != nil {
 			return false, err
 		}
-		models, err := encodeModels(t.AllowedModels)
+		models, err := store.EncodeModels(t.AllowedModels)
 		if err != nil {
 			return false, err
 		}
@@ -98,11 +73,11 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 func (s *Store) UpdateToken(ctx context.Context, t store.APIToken) error {
 	op := fmt.Sprintf("update token %q", t.ID)
 	return s.write(ctx, op, func(tx *sql.Tx) (bool, error) {
-		expires, err := toNanos(t.ExpiresAt)
+		expires, err := store.UnixNanos(t.ExpiresAt)
 		if err != nil {
 			return false, err
 		}
-		models, err := encodeModels(t.AllowedModels)
+		models, err := store.EncodeModels(t.AllowedModels)
 		if err != nil {
 			return false, err
 		}
@@ -133,7 +108,7 @@ func (s *Store) TouchTokens(ctx context.Context, lastUsed map[string]time.Time) 
 		defer stmt.Close()
 		changed := false
 		for id, at := range lastUsed {
-			n, err := toNanos(at)
+			n, err := store.UnixNanos(at)
 			if err != nil {
 				return false, fmt.Errorf("token %q: %w", id, err)
 			}
