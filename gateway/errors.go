@@ -276,8 +276,9 @@ func sanitize(msg string, cred pool.Credential) string {
 	if !utf8.ValidString(msg) {
 		msg = strings.ToValidUTF8(msg, "\uFFFD")
 	}
-	for _, secret := range secretsOf(cred) {
-		msg = strings.ReplaceAll(msg, secret, "[redacted]")
+	msg = pool.RedactCredential(msg, cred)
+	if len(cred.Email) >= 3 {
+		msg = strings.ReplaceAll(msg, cred.Email, pool.Redacted)
 	}
 	msg = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
@@ -295,17 +296,6 @@ func sanitize(msg string, cred pool.Credential) string {
 
 // basicAuthRE matches an Authorization header value in a message.
 var basicAuthRE = regexp.MustCompile(`(?i)\b(basic|bearer)\s+[A-Za-z0-9+/=._~-]{6,}`)
-
-// secretsOf lists the strings that must never appear in an error message.
-func secretsOf(cred pool.Credential) []string {
-	var out []string
-	for _, s := range []string{basicToken(cred), cred.Token, cred.Email} {
-		if len(s) >= 3 {
-			out = append(out, s)
-		}
-	}
-	return out
-}
 
 // transportError classifies a failure to get a response at all.
 func transportError(ctx context.Context, err error) *Error {

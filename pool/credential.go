@@ -1,9 +1,7 @@
 package pool
 
 import (
-	"encoding/base64"
 	"log/slog"
-	"strings"
 	"time"
 )
 
@@ -58,12 +56,7 @@ func safeErrorText(err error, c Credential) string {
 	if err == nil {
 		return ""
 	}
-	s := err.Error()
-	if len(c.Token) >= 8 { // shorter "tokens" only occur in tests
-		s = strings.ReplaceAll(s, c.Token, "[redacted]")
-		basic := base64.StdEncoding.EncodeToString([]byte(c.Email + ":" + c.Token))
-		s = strings.ReplaceAll(s, basic, "[redacted]")
-	}
+	s := RedactCredential(err.Error(), c)
 	if len(s) > maxErrorText {
 		cut := maxErrorText
 		for cut > 0 && !utf8Start(s[cut]) {

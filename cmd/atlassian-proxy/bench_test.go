@@ -37,7 +37,14 @@ type stack struct {
 // startStack starts a stack; env adds to (or overrides) its configuration.
 func startStack(tb testing.TB, creds []fake.Credential, env map[string]string) *stack {
 	tb.Helper()
-	gw := fake.Start(tb, fake.Options{KeepRequests: 16})
+	return startStackWith(tb, creds, env, fake.Options{})
+}
+
+// startStackWith is startStack with options of the fake gateway.
+func startStackWith(tb testing.TB, creds []fake.Credential, env map[string]string, fo fake.Options) *stack {
+	tb.Helper()
+	fo.KeepRequests = 16
+	gw := fake.Start(tb, fo)
 	vars := map[string]string{
 		"DATA_DIR": tb.TempDir(), "UPSTREAM_URL": gw.URL, "ADMIN_PASSWORD": "in-process-stack-password", "METRICS_ADDR": "",
 	}
@@ -80,13 +87,13 @@ func startStack(tb testing.TB, creds []fake.Credential, env map[string]string) *
 
 // startBenchStack: four credentials with room for 64 requests each, so the
 // benchmark measures the proxy, not its queue.
-func startBenchStack(b *testing.B) *stack {
+func startBenchStack(b *testing.B, fo fake.Options) *stack {
 	b.Helper()
 	var creds []fake.Credential
 	for _, email := range []string{"one@example.com", "two@example.com", "three@example.com", "four@example.com"} {
 		creds = append(creds, fake.Credential{Email: email, Token: "bench-token-" + email})
 	}
-	return startStack(b, creds, map[string]string{"MAX_CONCURRENCY": "64"})
+	return startStackWith(b, creds, map[string]string{"MAX_CONCURRENCY": "64"}, fo)
 }
 
 // directRequest is the same chat request sent straight to the fake gateway
@@ -112,6 +119,29 @@ func (s *stack) proxyRequest() (*http.Request, error) {
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	req.Header.Set("Content-Type", "application/json")
 	return req, nil
+}
+
+// BenchmarkChatLatencyUpstream20ms is BenchmarkChatLatency with an
+// upstream that takes 20 ms to answer, as a model gateway does (real ones
+// take hundreds of ms): 16 concurrent clients then keep 16 requests in
+// flight without saturating the CPU, and the difference of the
+// percentiles is again the latency the proxy adds. Each iteration is 640
+// requests (about 0.8 s).
+//
+//	go test ./cmd/atlassian-proxy -run '^$' -bench ChatLatencyUpstream -benchtime 5x
+func BenchmarkChatLatencyUpstream20ms(b *testing.B) {
+	s := startBenchStack(b, fake.Options{Latency: 20 * time.Millisecond})
+	const perIteration = 640
+	for _, target := range []struct {
+		name string
+		req  func() (*http.Request, error)
+	}{{"direct", s.directRequest}, {"proxy", s.proxyRequest}} {
+		b.Run(fmt.Sprintf("clients=%d/%s", benchClients, target.name), func(b *testing.B) {
+			for b.Loop() {
+				measure(b, benchClients, perIteration, target.req)
+			}
+		})
+	}
 }
 
 // measure runs n requests over clients concurrent clients and reports
@@ -168,7 +198,7 @@ func measure(b *testing.B, clients, n int, newReq func() (*http.Request, error))
 //
 //	go test ./cmd/atlassian-proxy -run '^$' -bench ChatLatency -benchtime 5x
 func BenchmarkChatLatency(b *testing.B) {
-	s := startBenchStack(b)
+	s := startBenchStack(b, fake.Options{})
 	const perIteration = 4096
 	for _, clients := range []int{1, benchClients} {
 		b.Run(fmt.Sprintf("clients=%d/direct", clients), func(b *testing.B) {
