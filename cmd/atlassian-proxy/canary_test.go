@@ -765,8 +765,7 @@ var knownLeaks = []struct {
 	marker string   // in the upstream message, just before the leaked text
 	forms  []string // the forms it leaks in
 	why    string
-}{
-}
+}{}
 
 // canaryEmbedded covers one proxy on the embedded store: the OpenAI API's
 // error paths, every upstream fault, the admin API and pages, the CLI, a
