@@ -53,6 +53,18 @@ func TestFirstStartAndRestart(t *testing.T) {
 		}
 	}
 
+	// Everything the server keeps is in DATA_DIR (the container's /data
+	// volume): nothing was written to its working directory.
+	if left, err := os.ReadDir(p.WorkDir); err != nil || len(left) != 0 {
+		t.Errorf("the server wrote outside DATA_DIR, in its working directory: %v %v", left, err)
+	}
+	entries, _ := os.ReadDir(dataDir)
+	for _, e := range entries {
+		if n := e.Name(); n != dbFileName && n != keyFileName && !strings.HasPrefix(n, dbFileName+"-") {
+			t.Errorf("unexpected file in DATA_DIR: %s", n)
+		}
+	}
+
 	p2 := startProxy(t, map[string]string{"DATA_DIR": dataDir})
 	if strings.Contains(p2.Stdout.String(), "Generated admin password") {
 		t.Error("a restart printed a new password")

@@ -73,6 +73,7 @@ type proxy struct {
 	URL        string
 	MetricsURL string
 	DataDir    string
+	WorkDir    string // the process's working directory, empty at start
 	Stdout     *syncBuffer
 	Stderr     *syncBuffer
 	done       chan struct{}
@@ -116,6 +117,11 @@ func spawnProxy(t *testing.T, env map[string]string, args ...string) *proxy {
 	p.DataDir = full["DATA_DIR"]
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Env = environ(full)
+	// An empty working directory of its own: a test can check that nothing
+	// is written outside DATA_DIR (as the original tool wrote its database
+	// outside its container volume).
+	p.WorkDir = t.TempDir()
+	p.cmd.Dir = p.WorkDir
 	p.cmd.Stdout, p.cmd.Stderr = p.Stdout, p.Stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
