@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -63,27 +64,40 @@ func exportCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	out := e.stdout
-	if len(rest) == 1 {
-		// 0600: the file holds sealed secrets and password hashes.
-		f, err := os.OpenFile(rest[0], os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
+	if len(rest) == 0 {
+		if err := writeJSON(e.stdout, d); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
-		defer f.Close()
-		out = f
-	}
-	if err := writeJSON(out, d); err != nil {
+	} else if err := writeFileAtomic(rest[0], d); err != nil {
 		return fmt.Errorf("export: %w", err)
-	}
-	if f, ok := out.(*os.File); ok && f != os.Stdout {
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
 	}
 	fmt.Fprintf(e.stderr, "exported %d credentials, %d tokens, %d states, %d usage rows%s\n",
 		len(d.Credentials), len(d.Tokens), len(d.States), len(d.Usage), map[bool]string{true: " and the admin password"}[d.AdminPassword != nil])
 	return nil
+}
+
+// writeFileAtomic writes v as JSON to a new file of mode 0600 (it holds
+// sealed secrets and password hashes) next to path, then renames it over
+// path: an existing file keeps no looser mode, and a failed write leaves
+// the previous backup whole.
+func writeFileAtomic(path string, v any) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".export-*") // mode 0600
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := writeJSON(tmp, v); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 func readDump(ctx context.Context, st openedStore) (*dump, error) {
@@ -176,16 +190,9 @@ type importResult struct {
 // key is already in the target are skipped so they are not counted twice.
 func applyDump(ctx context.Context, st store.Store, d *dump, password bool) (importResult, error) {
 	var r importResult
-	for _, c := range d.Credentials {
-		switch err := st.CreateCredential(ctx, c); {
-		case err == nil:
-			r.creds++
-		case errors.Is(err, store.ErrDuplicate):
-			r.credsSkipped++
-		default:
-			return r, fmt.Errorf("import credential %s: %w", c.ID, err)
-		}
-	}
+	// Tokens and the password first, credentials last: a replica holding
+	// its state after the store lost its data takes the store back as soon
+	// as it holds a credential, and by then the tokens must be there.
 	for _, t := range d.Tokens {
 		switch err := st.CreateToken(ctx, t); {
 		case err == nil:
@@ -196,14 +203,34 @@ func applyDump(ctx context.Context, st store.Store, d *dump, password bool) (imp
 			return r, fmt.Errorf("import token %s: %w", t.ID, err)
 		}
 	}
-	for _, s := range d.States {
-		switch err := st.SetCredentialState(ctx, s); {
+	if password && d.AdminPassword != nil {
+		if err := st.SetAdminPassword(ctx, *d.AdminPassword); err != nil {
+			return r, fmt.Errorf("import admin password: %w", err)
+		}
+		r.password = true
+	}
+	created := make(map[string]bool, len(d.Credentials))
+	for _, c := range d.Credentials {
+		switch err := st.CreateCredential(ctx, c); {
 		case err == nil:
-			r.states++
-		case errors.Is(err, store.ErrNotFound): // its credential was not imported
+			r.creds++
+			created[c.ID] = true
+		case errors.Is(err, store.ErrDuplicate):
+			r.credsSkipped++
 		default:
+			return r, fmt.Errorf("import credential %s: %w", c.ID, err)
+		}
+	}
+	// States only of the credentials imported now: a credential that was
+	// already there keeps its own (newer) state.
+	for _, s := range d.States {
+		if !created[s.CredentialID] {
+			continue
+		}
+		if err := st.SetCredentialState(ctx, s); err != nil {
 			return r, fmt.Errorf("import state of %s: %w", s.CredentialID, err)
 		}
+		r.states++
 	}
 	if len(d.Usage) > 0 {
 		have, err := st.ListUsage(ctx, allDaysFrom, allDaysTo)
@@ -229,12 +256,6 @@ func applyDump(ctx context.Context, st store.Store, d *dump, password bool) (imp
 			}
 		}
 		r.usage = len(rows)
-	}
-	if password && d.AdminPassword != nil {
-		if err := st.SetAdminPassword(ctx, *d.AdminPassword); err != nil {
-			return r, fmt.Errorf("import admin password: %w", err)
-		}
-		r.password = true
 	}
 	return r, nil
 }
@@ -285,9 +306,21 @@ func rotateKeyCmd(ctx context.Context, e env, args []string) error {
 		plain[i] = p
 	}
 	rotated := 0
-	for i, c := range creds {
+	for i, listed := range creds {
 		if plain[i] == nil {
 			continue // already rotated
+		}
+		// Read it again just before the write, so that a change made
+		// meanwhile (enabled, label, limit) is kept.
+		c, err := st.GetCredential(ctx, listed.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("rotate-key: credential %s: %w (run rotate-key again to finish)", listed.ID, err)
+		}
+		if !bytes.Equal(c.Token, listed.Token) {
+			return fmt.Errorf("rotate-key: credential %s changed while rotating; run rotate-key again", c.ID)
 		}
 		sealed, err := newCipher.Seal(c.ID, plain[i])
 		if err != nil {
@@ -299,6 +332,14 @@ func rotateKeyCmd(ctx context.Context, e env, args []string) error {
 			return fmt.Errorf("rotate-key: credential %s: %w (run rotate-key again to finish)", c.ID, err)
 		}
 		rotated++
+	}
+	// A credential added while this ran was sealed with the old key.
+	if again, err := st.ListCredentials(ctx); err == nil {
+		for _, c := range again {
+			if _, err := newCipher.Open(c.ID, c.Token); err != nil {
+				return fmt.Errorf("rotate-key: credential %s was added during the rotation with the old key; run rotate-key again", c.ID)
+			}
+		}
 	}
 	if settings.SecretKey == "" && settings.RedisURL == "" {
 		if err := auth.ReplaceKeyFile(filepath.Join(settings.DataDir, keyFileName), newKey); err != nil {

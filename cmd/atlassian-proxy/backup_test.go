@@ -30,6 +30,10 @@ func TestExportImportRotate(t *testing.T) {
 	}
 
 	file := filepath.Join(t.TempDir(), "backup.json")
+	// An older file with a loose mode is replaced, not rewritten in place.
+	if err := os.WriteFile(file, []byte("an older backup"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	_, errOut, code = cli(t, src, "", "export", file)
 	if code != 0 || !strings.Contains(errOut, "exported 1 credentials, 1 tokens") || !strings.Contains(errOut, "admin password") {
 		t.Fatalf("export: exit %d, stderr %q", code, errOut)
@@ -38,7 +42,7 @@ func TestExportImportRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o600 {
+	if fi.Mode().Perm() != 0o600 { // also over the older 0644 file
 		t.Errorf("export file mode %v, want 0600", fi.Mode().Perm())
 	}
 	raw, _ := os.ReadFile(file)
@@ -91,6 +95,25 @@ func TestExportImportRotate(t *testing.T) {
 	}
 	if out, _, _ := cli(t, dst, "", "token", "list"); !strings.Contains(out, "backup") {
 		t.Errorf("token list after import: %s", out)
+	}
+
+	// A server still on the old key keeps serving when another process
+	// rotates the key under it (until it restarts with the new key).
+	gwDst := fake.Start(t, fake.Options{Credentials: []fake.Credential{{Email: "dev@example.com", Token: atlToken}}})
+	running := startProxy(t, map[string]string{"DATA_DIR": dst["DATA_DIR"], "SECRET_KEY": dst["SECRET_KEY"], "UPSTREAM_URL": gwDst.URL})
+	eventually(t, 2*time.Second, "the imported credential serves", func() bool {
+		s, _ := chatOnce(t, running.URL, apiToken)
+		return s == http.StatusOK
+	})
+	rotDst := map[string]string{"DATA_DIR": dst["DATA_DIR"], "SECRET_KEY": dst["SECRET_KEY"], "NEW_SECRET_KEY": randomKey(t)}
+	if _, errOut, code := cli(t, rotDst, "", "rotate-key"); code != 0 || !strings.Contains(errOut, "restart every replica") {
+		t.Fatalf("rotate-key with SECRET_KEY: exit %d, stderr %q", code, errOut)
+	}
+	eventually(t, 3*time.Second, "the running server notices the rotation", func() bool {
+		return strings.Contains(running.Stderr.String(), "keeping the token held in memory")
+	})
+	if s, b := chatOnce(t, running.URL, apiToken); s != http.StatusOK {
+		t.Errorf("after a rotation by another process: %d %s, want the old-key server to keep serving", s, b)
 	}
 
 	// Rotation: without NEW_SECRET_KEY it refuses; with it the key file is

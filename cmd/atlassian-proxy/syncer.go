@@ -184,11 +184,25 @@ func (s *syncer) reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list credential states: %w", err)
 	}
+	prev := make(map[string]pool.Spec, len(s.specs))
+	for _, sp := range s.specs {
+		prev[sp.ID] = sp
+	}
 	specs := make([]pool.Spec, 0, len(creds))
 	for _, c := range creds {
 		token, err := s.cipher.Open(c.ID, c.Token)
 		if err != nil {
-			// Wrong SECRET_KEY or a damaged record: leave it out, say so once per reload.
+			// Wrong SECRET_KEY or a damaged record. A credential this
+			// process could open before (another process ran rotate-key, and
+			// this one still has the old key until it restarts) keeps
+			// serving with the token it holds; a new one is left out.
+			if old, ok := prev[c.ID]; ok {
+				s.logger.Error("cannot decrypt a credential's token with SECRET_KEY (rotated by another process?); "+
+					"keeping the token held in memory until a restart with the new key", "credential_id", c.ID)
+				old.Enabled, old.MaxConcurrency, old.Label = c.Enabled, c.MaxConcurrency, c.Label
+				specs = append(specs, old)
+				continue
+			}
 			s.logger.Error("cannot decrypt a credential's token; is SECRET_KEY the one it was stored with? skipping it",
 				"credential_id", c.ID)
 			continue
