@@ -204,19 +204,42 @@ func (a *Admin) clientIP(r *http.Request) string {
 		return peer
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	client := ""
 	for i := len(hops) - 1; i >= 0; i-- {
-		hop := strings.TrimSpace(hops[i])
-		if hop == "" {
-			continue
-		}
-		if _, err := netip.ParseAddr(hop); err != nil {
+		hop, ok := hopAddr(hops[i])
+		if !ok {
+			if strings.TrimSpace(hops[i]) == "" {
+				continue
+			}
 			return peer // a malformed header: keep to what we know
 		}
+		client = hop
 		if !a.trusted(hop) {
 			return hop
 		}
 	}
+	if client != "" {
+		// Every hop is trusted (a client on the internal network): the
+		// left-most is the client, not the load balancer everyone shares.
+		return client
+	}
 	return peer
+}
+
+// hopAddr reads one X-Forwarded-For entry: an IP, or an IP with a port
+// ("192.0.2.1:4711", "[2001:db8::1]:4711"), as some load balancers write.
+func hopAddr(h string) (string, bool) {
+	h = strings.TrimSpace(h)
+	if ip, err := netip.ParseAddr(h); err == nil {
+		return ip.String(), true
+	}
+	if ap, err := netip.ParseAddrPort(h); err == nil {
+		return ap.Addr().String(), true
+	}
+	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil {
+		return ip.String(), true
+	}
+	return "", false
 }
 
 func (a *Admin) trusted(addr string) bool {

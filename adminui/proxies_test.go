@@ -23,7 +23,10 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 		{"several header lines", "10.1.2.3:5000", []string{"1.1.1.1", "198.51.100.2"}, "198.51.100.2"},
 		{"no header", "10.1.2.3:5000", nil, "10.1.2.3:5000"},
 		{"a malformed hop", "10.1.2.3:5000", []string{"198.51.100.1, not-an-ip"}, "10.1.2.3:5000"},
-		{"only trusted hops", "10.1.2.3:5000", []string{"10.0.0.1"}, "10.1.2.3:5000"},
+		{"only trusted hops: the left-most, not the balancer", "10.1.2.3:5000", []string{"10.0.0.1, 10.0.0.2"}, "10.0.0.1"},
+		{"a hop with a port", "10.1.2.3:5000", []string{"198.51.100.4:4711"}, "198.51.100.4"},
+		{"an IPv6 hop with a port", "10.1.2.3:5000", []string{"[2001:db8::5]:4711"}, "2001:db8::5"},
+		{"a bracketed IPv6 hop", "10.1.2.3:5000", []string{"[2001:db8::6]"}, "2001:db8::6"},
 		{"IPv4-mapped peer", "[::ffff:10.1.2.3]:5000", []string{"198.51.100.3"}, "198.51.100.3"},
 	}
 	for _, c := range cases {

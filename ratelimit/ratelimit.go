@@ -48,72 +48,75 @@ type fallback struct {
 	onError            func(error)
 	now                func() time.Time
 	failedAt           atomic.Int64 // unix nanos of the last failure of primary; 0: none
+	probing            atomic.Bool  // one call is asking primary again after a failure
 }
 
-// usePrimary reports whether primary should be asked now.
-func (f *fallback) usePrimary() bool {
-	at := f.failedAt.Load()
-	return at == 0 || f.now().UnixNano()-at >= int64(RetryAfter)
-}
-
-// failed records the outcome of a call to primary and reports whether the
-// call must be answered by secondary instead.
-func (f *fallback) failed(err error) bool {
-	if err == nil || errors.Is(err, limiter.ErrStopped) {
-		f.failedAt.Store(0)
+// ask runs call against primary when primary may be asked now, and
+// reports whether it answered (ok); otherwise the caller asks secondary.
+// While primary is healthy every call asks it; after a failure, it is left
+// alone for RetryAfter, and then a single call probes it while the others
+// keep to secondary, so a hung primary costs one call CallTimeout, not all.
+func (f *fallback) ask(ctx context.Context, call func(context.Context) error) bool {
+	probe := false
+	if at := f.failedAt.Load(); at != 0 {
+		if f.now().UnixNano()-at < int64(RetryAfter) || !f.probing.CompareAndSwap(false, true) {
+			return false
+		}
+		probe = true
+		defer f.probing.Store(false)
+	}
+	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	err := call(cctx)
+	cancel()
+	switch {
+	case err == nil || errors.Is(err, limiter.ErrStopped):
+		if probe || f.failedAt.Load() != 0 {
+			f.failedAt.Store(0)
+		}
+		return true
+	case ctx.Err() != nil:
+		// The caller gave up (client gone): not primary's fault.
 		return false
 	}
 	f.failedAt.Store(f.now().UnixNano())
 	if f.onError != nil {
 		f.onError(err)
 	}
-	return true
+	return false
 }
 
 func (f *fallback) Take(ctx context.Context, key string) (tokens, remaining, reset uint64, ok bool, err error) {
-	if f.usePrimary() {
-		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
-		tokens, remaining, reset, ok, err = f.primary.Take(cctx, key)
-		cancel()
-		if !f.failed(err) {
-			return tokens, remaining, reset, ok, err
-		}
+	if f.ask(ctx, func(c context.Context) error {
+		tokens, remaining, reset, ok, err = f.primary.Take(c, key)
+		return err
+	}) {
+		return tokens, remaining, reset, ok, err
 	}
 	return f.secondary.Take(ctx, key)
 }
 
 func (f *fallback) Get(ctx context.Context, key string) (tokens, remaining uint64, err error) {
-	if f.usePrimary() {
-		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
-		tokens, remaining, err = f.primary.Get(cctx, key)
-		cancel()
-		if !f.failed(err) {
-			return tokens, remaining, err
-		}
+	if f.ask(ctx, func(c context.Context) error {
+		tokens, remaining, err = f.primary.Get(c, key)
+		return err
+	}) {
+		return tokens, remaining, err
 	}
 	return f.secondary.Get(ctx, key)
 }
 
 func (f *fallback) Set(ctx context.Context, key string, tokens uint64, interval time.Duration) error {
-	if f.usePrimary() {
-		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
-		err := f.primary.Set(cctx, key, tokens, interval)
-		cancel()
-		if !f.failed(err) {
-			return err
-		}
+	var err error
+	if f.ask(ctx, func(c context.Context) error { err = f.primary.Set(c, key, tokens, interval); return err }) {
+		return err
 	}
 	return f.secondary.Set(ctx, key, tokens, interval)
 }
 
 func (f *fallback) Burst(ctx context.Context, key string, tokens uint64) error {
-	if f.usePrimary() {
-		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
-		err := f.primary.Burst(cctx, key, tokens)
-		cancel()
-		if !f.failed(err) {
-			return err
-		}
+	var err error
+	if f.ask(ctx, func(c context.Context) error { err = f.primary.Burst(c, key, tokens); return err }) {
+		return err
 	}
 	return f.secondary.Burst(ctx, key, tokens)
 }

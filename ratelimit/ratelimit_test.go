@@ -1,6 +1,7 @@
 package ratelimit_test
 
 import (
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,5 +92,30 @@ func TestFallbackToLocalWhenRedisIsDown(t *testing.T) {
 	// straight to the local store.
 	if errs.Load() != 1 {
 		t.Errorf("primary was asked %d times within RetryAfter, want 1", errs.Load())
+	}
+
+	// After RetryAfter one call probes Redis (still down) while the other
+	// concurrent calls keep to the local store.
+	time.Sleep(ratelimit.RetryAfter)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, err := take1(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := errs.Load(); n != 2 {
+		t.Errorf("20 concurrent takes after RetryAfter asked the down Redis %d times in all, want 2 (one probe)", n)
+	}
+	// Redis back (empty): after RetryAfter the shared store answers again.
+	srv.Restart(t)
+	time.Sleep(ratelimit.RetryAfter)
+	if ok, err := take2(); err != nil || !ok {
+		t.Errorf("take after Redis came back: ok %v, err %v", ok, err)
+	}
+	if n := errs.Load(); n != 2 {
+		t.Errorf("a take after Redis came back failed over (%d errors)", n)
 	}
 }
