@@ -19,6 +19,9 @@ import (
 // that immediate; the poll is the safety net for lost notices).
 const syncInterval = time.Second
 
+// noticeGap is the shortest time between two rounds started by notices.
+const noticeGap = 200 * time.Millisecond
+
 // syncer keeps the running pool and the token cache in step with the store.
 // It reloads when the store's generation moves (a change by any process),
 // at once when changed is called (a change made through this process's
@@ -72,17 +75,37 @@ func (s *syncer) run(ctx context.Context) error {
 	}
 	t := time.NewTicker(syncInterval)
 	defer t.Stop()
+	// Notices come with every state change of any replica (a pool under a
+	// storm of 429s sends many): rounds they trigger are at least
+	// noticeGap apart, the later notices merged into one round.
+	var (
+		last    time.Time
+		pending <-chan time.Time
+	)
 	failing := false
 	for {
+		byNotice := true
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			byNotice = false
+		case <-pending:
+			pending = nil
 		case _, ok := <-notices:
 			if !ok {
 				notices = nil
 				continue
 			}
+			if wait := noticeGap - time.Since(last); wait > 0 {
+				if pending == nil {
+					pending = time.After(wait)
+				}
+				continue
+			}
+		}
+		if byNotice {
+			last = time.Now()
 		}
 		err := s.round(ctx)
 		switch {
