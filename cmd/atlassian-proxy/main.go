@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -43,11 +44,27 @@ Every flag has an environment variable; see the README.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		// Ctrl-C in a terminal: nobody's load balancer needs the
+		// SHUTDOWN_DELAY; drain at once.
+		interrupted.Store(sig == os.Interrupt)
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "second signal: exiting without waiting for requests in flight")
+		os.Exit(130)
+	}()
 	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr)
-	stop()
+	cancel()
 	os.Exit(code)
 }
+
+// interrupted is set when the stop came from SIGINT (Ctrl-C) rather than
+// SIGTERM (an orchestrator): the server then skips SHUTDOWN_DELAY.
+var interrupted atomic.Bool
 
 // env is the process environment as seen by run (tests pass their own).
 type env struct {

@@ -277,7 +277,7 @@ func (a *app) serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		case <-gctx.Done():
 		}
 		a.draining.Store(true)
-		if d := a.cfg.ShutdownDelay; d > 0 && ctx.Err() != nil {
+		if d := a.cfg.ShutdownDelay; d > 0 && ctx.Err() != nil && !interrupted.Load() {
 			// /ready answers 503 from now on; keep accepting for a moment
 			// so that load balancers stop routing here before the
 			// listener closes.

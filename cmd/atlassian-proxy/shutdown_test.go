@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,5 +46,46 @@ func TestShutdownDelay(t *testing.T) {
 	}
 	if _, err := hc.Get(p.URL + "/health"); err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("after exit: err %v, want connection refused", err)
+	}
+}
+
+// TestInterruptSkipsDelay: Ctrl-C (SIGINT) in a terminal drains at once,
+// without the SHUTDOWN_DELAY meant for load balancers; and a second signal
+// ends the process without waiting at all.
+func TestInterruptSkipsDelay(t *testing.T) {
+	p := startProxy(t, map[string]string{"SHUTDOWN_DELAY": "60s"})
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("SIGINT waited for the 60 s SHUTDOWN_DELAY")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code after SIGINT %d, want 0", code)
+	}
+
+	q := startProxy(t, map[string]string{"SHUTDOWN_DELAY": "60s"})
+	if err := q.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "/ready answers 503 after SIGTERM", func() bool {
+		code, _ := readyBody(t, q.URL)
+		return code == http.StatusServiceUnavailable
+	})
+	if err := q.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-q.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a second SIGTERM did not end the process")
+	}
+	if code := q.cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("exit code after a second signal %d, want 130", code)
+	}
+	if !strings.Contains(q.Stderr.String(), "second signal") {
+		t.Errorf("no word about the second signal in the log:\n%s", q.Stderr)
 	}
 }
