@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 const (
 	persistTimeout = 5 * time.Second // one store write
 	flushTimeout   = 2 * time.Second // the last writes at shutdown
+	persistRetry   = 2 * time.Second // failed writes are tried again this often
 	logQueueSize   = 256             // actor log records waiting for the log loop
 )
 
@@ -44,6 +46,8 @@ type background struct {
 	checks     []checkJob
 	persistSig chan struct{} // buffered(1)
 	checkSig   chan struct{} // buffered(1)
+	// persistFailed: the last state write failed (logged once per outage).
+	persistFailed atomic.Bool
 
 	logs         chan slog.Record // buffered(logQueueSize); full: drop and count
 	logsDropped  atomic.Int64
@@ -175,6 +179,11 @@ func (b *background) takeCheck() (checkJob, bool) {
 // within flushTimeout. Each write has its own timeout and is not cut short
 // by ctx: a state that was decided is written if the store answers.
 func (p *Pool) persistLoop(ctx context.Context) {
+	// Writes that failed (the store was away) are tried again every
+	// persistRetry: other replicas learn of cooldowns and recoveries
+	// only from the store.
+	retry := time.NewTicker(persistRetry)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -183,8 +192,9 @@ func (p *Pool) persistLoop(ctx context.Context) {
 			cancel()
 			return
 		case <-p.bg.persistSig:
-			p.writeStates(context.WithoutCancel(ctx), ctx.Done())
+		case <-retry.C:
 		}
+		p.writeStates(context.WithoutCancel(ctx), ctx.Done())
 	}
 }
 
@@ -211,8 +221,17 @@ func (p *Pool) writeStates(ctx context.Context, stop <-chan struct{}) {
 			err = p.deps.States.ClearCredentialState(wctx, id)
 		}
 		cancel()
-		if err != nil {
-			p.log.Warn("pool: persisting a credential state failed", "credential", id, "err", err)
+		switch {
+		case err == nil:
+			p.bg.persistFailed.Store(false)
+		case errors.Is(err, store.ErrNotFound): // the credential was removed meanwhile
+		default:
+			// Once per outage in the log; kept to be tried again (unless a
+			// newer state of the credential is waiting by then).
+			if !p.bg.persistFailed.Swap(true) {
+				p.log.Warn("pool: persisting a credential state failed; will retry", "credential", id, "err", err)
+			}
+			p.bg.requeue(map[string]persistJob{id: j})
 		}
 	}
 }
