@@ -224,25 +224,37 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	for _, row := range batch {
 		rows = append(rows, *row)
 	}
-	wctx, cancel := context.WithTimeout(ctx, r.cfg.FlushTimeout)
-	err := r.sink.AddUsage(wctx, rows)
-	cancel()
-	if err == nil {
-		return nil
+	// In chunks that a backend applies in one go, so that a failure
+	// requeues only what was not written.
+	for start := 0; start < len(rows); start += flushChunk {
+		chunk := rows[start:min(start+flushChunk, len(rows))]
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.FlushTimeout)
+		err := r.sink.AddUsage(wctx, chunk)
+		cancel()
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			r.requeue(rows[start:])
+		}
+		return fmt.Errorf("usage: write %d rows: %w", len(rows)-start, err)
 	}
-	if errors.Is(err, store.ErrUnavailable) {
-		r.requeue(batch)
-	}
-	return fmt.Errorf("usage: write %d rows: %w", len(rows), err)
+	return nil
 }
 
-func (r *Recorder) requeue(batch map[key]*store.Usage) {
+// flushChunk is the most rows one AddUsage call carries (the Redis store
+// applies up to 256 in one script).
+const flushChunk = 200
+
+func (r *Recorder) requeue(rows []store.Usage) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, old := range batch {
+	for _, old := range rows {
+		k := key{day: old.Day, cred: old.CredentialID, token: old.TokenID, model: old.Model}
 		row := r.pending[k]
 		if row == nil {
-			r.pending[k] = old
+			cp := old
+			r.pending[k] = &cp
 			continue
 		}
 		row.Requests += old.Requests

@@ -2,12 +2,15 @@ package usage_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/atlassian-proxy/atlassian-proxy/internal/redistest"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
+	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
 	"github.com/atlassian-proxy/atlassian-proxy/store/sqlite"
 	"github.com/atlassian-proxy/atlassian-proxy/usage"
 )
@@ -136,5 +139,39 @@ func TestRunFlushesOnStop(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].InputTokens != 2 {
 		t.Errorf("rows after Run stopped = %+v", got)
+	}
+}
+
+// Rows that could not be written because the store was away are kept and
+// written once it is back, added to what came meanwhile, counted once.
+func TestFlushKeepsRowsWhileStoreIsAway(t *testing.T) {
+	srv := redistest.Start(t)
+	rs, err := redisstore.Open(t.Context(), redisstore.Options{URL: srv.URL(), OpTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	r := usage.New(rs, usage.Config{})
+	r.Record(usage.Event{CredentialID: "c", TokenID: "t", Model: "m", OutputTokens: 4})
+	srv.Stop(t)
+	err = r.Flush(t.Context())
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Flush with Redis down: %v, want ErrUnavailable", err)
+	}
+	r.Record(usage.Event{CredentialID: "c", TokenID: "t", Model: "m", OutputTokens: 1})
+	srv.Restart(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Flush(t.Context()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Flush never succeeded after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := rs.ListUsage(t.Context(), "0001-01-01", "9999-12-31")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Requests != 2 || got[0].OutputTokens != 5 {
+		t.Errorf("rows after the outage = %+v, want one row of 2 requests and 5 output tokens", got)
 	}
 }
