@@ -63,6 +63,7 @@ func (a *Admin) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, a.sessionCookie(r, ""))
+	w.Header().Set("Clear-Site-Data", `"cache"`) // pages seen while logged in (a new token) leave the browser's cache
 	w.WriteHeader(http.StatusNoContent)
 }
 

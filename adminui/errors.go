@@ -39,6 +39,8 @@ var (
 	// ErrInvalidPassword is the one answer to every failed login (wrong
 	// password, or no admin password set yet).
 	ErrInvalidPassword = errors.New("adminui: invalid password")
+	// ErrBusy: too many password checks are running at once; retry shortly.
+	ErrBusy = errors.New("adminui: too many password checks at once; try again in a moment")
 	// ErrNoSession: the session id is unknown, expired or ended.
 	ErrNoSession = errors.New("adminui: no valid session")
 )

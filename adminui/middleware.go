@@ -45,8 +45,17 @@ func (a *Admin) securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// secure reports whether the admin UI is served over HTTPS for this request.
-func (a *Admin) secure(r *http.Request) bool { return a.cfg.SecureCookies || r.TLS != nil }
+// secure reports whether the admin UI is served over HTTPS for this
+// request: SecureCookies, a TLS connection, or a trusted proxy (one of
+// TrustedProxies, e.g. an ingress that terminates TLS) saying so with
+// X-Forwarded-Proto: https.
+func (a *Admin) secure(r *http.Request) bool {
+	if a.cfg.SecureCookies || r.TLS != nil {
+		return true
+	}
+	return len(a.cfg.TrustedProxies) > 0 && a.trusted(r.RemoteAddr) &&
+		strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
+}
 
 func (a *Admin) cookieName(r *http.Request) string {
 	if a.secure(r) {
@@ -213,14 +222,17 @@ func (a *Admin) clientIP(r *http.Request) string {
 			}
 			return peer // a malformed header: keep to what we know
 		}
-		client = hop
+		if client == "" {
+			client = hop
+		}
 		if !a.trusted(hop) {
 			return hop
 		}
 	}
 	if client != "" {
 		// Every hop is trusted (a client on the internal network): the
-		// left-most is the client, not the load balancer everyone shares.
+		// address our nearest proxy saw, not the load balancer everyone
+		// shares, nor a left part the client may have written itself.
 		return client
 	}
 	return peer

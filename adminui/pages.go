@@ -175,6 +175,9 @@ func (a *Admin) pageServiceError(w http.ResponseWriter, r *http.Request, err err
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, pool.ErrUnknownCredential):
 		a.pageError(w, r, http.StatusNotFound, "Not found", "It does not exist (any more); it may have been deleted meanwhile.")
+	case errors.Is(err, ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		a.pageError(w, r, http.StatusServiceUnavailable, "Busy", "Too many password checks are running at once. Try again in a moment.")
 	case errors.Is(err, store.ErrUnavailable):
 		a.logger.LogAttrs(r.Context(), slog.LevelError, "admin page failed", slog.String("error", err.Error()))
 		a.pageError(w, r, http.StatusServiceUnavailable, "Store unavailable", "The store cannot be reached right now. Try again in a moment.")
@@ -355,6 +358,11 @@ func (f form) fail(err error) bool {
 	switch {
 	case errors.As(err, &ve):
 		f.Errors[ve.Field] = ve.Message
+		if v := f.Values[ve.Field]; (ve.Field == "email" || ve.Field == "cloud_id") && (len(v) > 80 || strings.Contains(v, ":")) {
+			// Most likely an email:token line (or a token) pasted into
+			// the wrong field: a secret is not echoed back into the page.
+			f.Values[ve.Field] = ""
+		}
 	case errors.As(err, &ce):
 		f.Errors[ce.Field] = ce.Message
 	default:

@@ -93,6 +93,7 @@ func (a *Admin) pageLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, a.sessionCookie(r, ""))
+	w.Header().Set("Clear-Site-Data", `"cache"`) // pages seen while logged in (a new token) leave the browser's cache
 	redirect(w, r, "/login?done=logout")
 }
 

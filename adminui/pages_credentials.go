@@ -225,6 +225,9 @@ func (a *Admin) pageBulkAdd(w http.ResponseWriter, r *http.Request) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
+		if len(ins)+len(bad) > maxBulkLines {
+			break // refused below; no need to read the rest
+		}
 		email, token, ok := strings.Cut(line, ":")
 		if !ok {
 			bad = append(bad, bulkLine{Line: i + 1, Result: "invalid", Message: "expected email:token"})

@@ -46,6 +46,9 @@ func (a *Admin) renderServiceError(w http.ResponseWriter, r *http.Request, err e
 	var ve *ValidationError
 	var ce *ConflictError
 	switch {
+	case errors.Is(err, ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		renderError(w, http.StatusServiceUnavailable, typeServer, "busy", "", "too many password checks at once; try again in a moment")
 	case errors.As(err, &ve):
 		renderError(w, http.StatusBadRequest, typeInvalidRequest, "invalid_value", ve.Field, ve.Message)
 	case errors.As(err, &ce):

@@ -36,6 +36,8 @@ type Service struct {
 
 	dummyOnce sync.Once
 	dummyHash string
+
+	hashSem chan struct{} // hashSlots: argon2id work running at once
 }
 
 // NewService returns a Service with the default session timeouts (idle
@@ -60,6 +62,7 @@ func newService(st store.Store, c *auth.Cipher, logger *slog.Logger, cfg Config,
 		changed:         changed,
 		sessionIdle:     cfg.SessionIdle,
 		sessionAbsolute: cfg.SessionAbsolute,
+		hashSem:         make(chan struct{}, hashSlots),
 	}
 }
 

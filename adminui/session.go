@@ -118,6 +118,11 @@ func (s *Service) ChangePassword(ctx context.Context, current, newPassword strin
 	if err := validateNewPassword("new", newPassword); err != nil {
 		return err
 	}
+	release, err := s.hashSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	cur, err := s.st.AdminPassword(ctx)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("change password: %w", err)
@@ -174,6 +179,15 @@ func (s *Service) setPassword(ctx context.Context, p store.AdminPassword) error 
 // changed first. Every failure costs one argon2id verification, also when
 // no password is set, and returns ErrInvalidPassword.
 func (s *Service) Login(ctx context.Context, password string) (sessionID, csrf string, mustChange bool, err error) {
+	// The session counts from before the check: if the password changes
+	// while this login runs, the session is older than the new password
+	// and is refused (see session).
+	now := s.now().UTC()
+	release, err := s.hashSlot(ctx)
+	if err != nil {
+		return "", "", false, err
+	}
+	defer release()
 	cur, err := s.st.AdminPassword(ctx)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -193,7 +207,6 @@ func (s *Service) Login(ctx context.Context, password string) (sessionID, csrf s
 	if err != nil {
 		return "", "", false, fmt.Errorf("login: %w", err)
 	}
-	now := s.now().UTC()
 	if err := s.st.CreateSession(ctx, store.Session{
 		ID:         SessionKey(sessionID),
 		CSRFToken:  csrf,
@@ -271,6 +284,15 @@ func (s *Service) session(ctx context.Context, sessionID string, touch bool) (Se
 	case err != nil:
 		return SessionInfo{}, fmt.Errorf("session: %w", err)
 	}
+	if sess.CreatedAt.Before(pw.UpdatedAt) {
+		// Opened with an earlier password: a password change ends every
+		// session, also one a login still in flight wrote after the
+		// change's DeleteAllSessions, or one that call failed to delete.
+		if err := s.st.DeleteSession(ctx, key); err != nil {
+			s.logger.LogAttrs(ctx, slog.LevelWarn, "delete stale session", slog.String("error", err.Error()))
+		}
+		return SessionInfo{}, ErrNoSession
+	}
 	idle := sess.LastSeenAt.Add(s.sessionIdle)
 	if idle.After(expires) {
 		idle = expires
@@ -318,4 +340,27 @@ func randomToken() (string, error) {
 		return "", fmt.Errorf("random: %w", err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// hashSlots bounds the argon2id checks and hashes running at once: each
+// takes 19 MiB, so a burst of logins (each within its rate limit, from
+// several addresses) must not take the process's memory with it.
+const (
+	hashSlots    = 2
+	hashSlotWait = 3 * time.Second
+)
+
+// hashSlot waits (at most hashSlotWait) for one of the hashSlots and
+// returns its release; ErrBusy when none frees up in time.
+func (s *Service) hashSlot(ctx context.Context) (func(), error) {
+	t := time.NewTimer(hashSlotWait)
+	defer t.Stop()
+	select {
+	case s.hashSem <- struct{}{}:
+		return func() { <-s.hashSem }, nil
+	case <-t.C:
+		return nil, ErrBusy
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

@@ -156,6 +156,15 @@
     if (countdownEls.length || document.querySelector('[data-refresh]')) setInterval(tickCountdowns, 1000);
   }
 
+  // A new API token is shown once: when its page is left, or shown again
+  // from the browser's back/forward cache, the token goes away.
+  function forgetNewToken() {
+    var panel = document.getElementById('new-token-panel');
+    if (panel) panel.remove();
+  }
+  window.addEventListener('pagehide', forgetNewToken);
+  window.addEventListener('pageshow', function (ev) { if (ev.persisted) forgetNewToken(); });
+
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
   else init();
 })();
