@@ -11,10 +11,10 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/sethvargo/go-limiter"
-	"github.com/sethvargo/go-limiter/memorystore"
 
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
+	"github.com/atlassian-proxy/atlassian-proxy/ratelimit"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
@@ -214,7 +214,7 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 	mk := deps.Limiters
 	if mk == nil {
 		mk = func(_ string, tokens int, window time.Duration) (limiter.Store, error) {
-			return newLimiter(tokens, window)
+			return ratelimit.Memory(uint64(tokens), window)
 		}
 	}
 	if a.perIP, err = mk("ip", cfg.LoginAttemptsPerIP, cfg.LoginWindow); err != nil {
@@ -229,20 +229,6 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 	a.svc.dummy()
 	a.handler = a.routes()
 	return a, nil
-}
-
-func newLimiter(tokens int, window time.Duration) (limiter.Store, error) {
-	st, err := memorystore.New(&memorystore.Config{
-		Tokens:        uint64(tokens),
-		Interval:      window,
-		SweepInterval: max(window, 10*time.Minute),
-		SweepMinTTL:   max(2*window, 10*time.Minute),
-		InitialAlloc:  64,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("adminui: login limiter: %w", err)
-	}
-	return st, nil
 }
 
 // Service is the service layer behind the handler (for start-up calls such

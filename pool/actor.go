@@ -282,13 +282,13 @@ func (a *actor) effects(fx effects) {
 	switch {
 	case p.deps.States == nil:
 	case fx.persist == persistSet:
-		rec := a.st.record(id)
-		p.bg.persist(persistJob{id: id, set: &rec})
-	case fx.persist == persistClear:
+		p.bg.persist(persistJob{id: id, rec: a.st.record(id)})
+	case fx.persist == persistReady:
 		// Written, not deleted: other replicas sharing the store learn
 		// of the recovery from it.
-		rec := store.CredentialState{CredentialID: id, State: store.StateReady, Reason: OutcomeSuccess.String(), UpdatedAt: a.st.changedAt}
-		p.bg.persist(persistJob{id: id, set: &rec})
+		p.bg.persist(persistJob{id: id, rec: store.CredentialState{
+			CredentialID: id, State: store.StateReady, Reason: OutcomeSuccess.String(), UpdatedAt: a.st.changedAt,
+		}})
 	}
 	if fx.check && p.deps.Checker != nil {
 		p.bg.check(checkJob{a: a, gen: a.st.checkGen})

@@ -32,7 +32,7 @@ const (
 
 type persistJob struct {
 	id  string
-	set *store.CredentialState // nil: clear
+	rec store.CredentialState
 }
 
 type checkJob struct {
@@ -214,12 +214,7 @@ func (p *Pool) writeStates(ctx context.Context, stop <-chan struct{}) {
 			continue // the final flush ran out of time
 		}
 		wctx, cancel := context.WithTimeout(ctx, persistTimeout)
-		var err error
-		if j.set != nil {
-			err = p.deps.States.SetCredentialState(wctx, *j.set)
-		} else {
-			err = p.deps.States.ClearCredentialState(wctx, id)
-		}
+		err := p.deps.States.SetCredentialState(wctx, j.rec)
 		cancel()
 		switch {
 		case err == nil:

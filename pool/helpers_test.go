@@ -99,14 +99,6 @@ func (m *memStates) SetCredentialState(_ context.Context, s store.CredentialStat
 	return nil
 }
 
-func (m *memStates) ClearCredentialState(_ context.Context, id string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.states, id)
-	m.writes++
-	return nil
-}
-
 func (m *memStates) get(id string) (store.CredentialState, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -117,10 +117,11 @@ type Checker interface {
 	Check(ctx context.Context, c Credential) (Outcome, error)
 }
 
-// StateStore persists cooldowns and invalid states (store.Store implements it).
+// StateStore persists cooldowns, invalid states and recoveries (store.Store
+// implements it). Recoveries are written as "ready" records, never as
+// deletions, so that other processes sharing the store learn of them.
 type StateStore interface {
 	SetCredentialState(ctx context.Context, s store.CredentialState) error
-	ClearCredentialState(ctx context.Context, credentialID string) error
 }
 
 // Deps are the pool's collaborators. Every field may be nil.

@@ -91,9 +91,9 @@ type event struct {
 type persistOp uint8
 
 const (
-	persistNone persistOp = iota
-	persistSet
-	persistClear
+	persistNone  persistOp = iota
+	persistSet             // the state's record (cooling, invalid)
+	persistReady           // a "ready" record: recovered (never a deletion)
 )
 
 // effects are what the actor must do after a transition.
@@ -198,7 +198,7 @@ func transition(r rules, s state, ev event, now time.Time) (state, effects) {
 	case evReset:
 		s.failures = 0
 		s.recover(now, &fx)
-		fx.persist = persistClear
+		fx.persist = persistReady
 	case evUpdate:
 		s.limit = max(1, ev.limit)
 		reenabled := ev.enabled && !s.enabled
@@ -208,7 +208,7 @@ func transition(r rules, s state, ev event, now time.Time) (state, effects) {
 		}
 		if ev.enabled && (reenabled || ev.secret) && s.blocked() {
 			s.recover(now, &fx)
-			fx.persist = persistClear
+			fx.persist = persistReady
 		}
 	case evCheck:
 		s.onCheck(r, ev, now, &fx)
@@ -285,7 +285,7 @@ func (s *state) onCheck(r rules, ev event, now time.Time, fx *effects) {
 	case OutcomeSuccess:
 		if s.blocked() {
 			s.recover(now, fx)
-			fx.persist = persistClear
+			fx.persist = persistReady
 		}
 	case OutcomeUnauthorized, OutcomeForbidden:
 		if ev.err != "" {

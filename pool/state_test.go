@@ -358,7 +358,7 @@ func TestTransitionCheck(t *testing.T) {
 				if got.health == healthInvalid && got.nextCheck != t0.Add(testRules.recheck) {
 					t.Errorf("next check: got %v, want in %v", got.nextCheck.Sub(t0), testRules.recheck)
 				}
-				if tt.outcome == OutcomeSuccess && fx.persist != persistClear {
+				if tt.outcome == OutcomeSuccess && fx.persist != persistReady {
 					t.Errorf("persist: got %d, want clear", fx.persist)
 				}
 				// The same result with a stale generation changes nothing.
@@ -375,7 +375,7 @@ func TestTransitionOperator(t *testing.T) {
 	t.Run("reset clears everything", func(t *testing.T) {
 		for name, from := range startStates() {
 			s, fx := transition(testRules, from, event{kind: evReset}, t0)
-			if s.health != healthReady || s.failures != 0 || s.checking || fx.persist != persistClear {
+			if s.health != healthReady || s.failures != 0 || s.checking || fx.persist != persistReady {
 				t.Errorf("%s: got %+v %+v", name, s, fx)
 			}
 			if s.enabled != from.enabled || s.inFlight != from.inFlight {
@@ -393,7 +393,7 @@ func TestTransitionOperator(t *testing.T) {
 		from := startStates()["invalid"]
 		from.enabled = false
 		s, fx := transition(testRules, from, event{kind: evUpdate, enabled: true, limit: 4}, t0)
-		if s.health != healthReady || fx.persist != persistClear || fx.freed != 3 {
+		if s.health != healthReady || fx.persist != persistReady || fx.freed != 3 {
 			t.Errorf("got %+v %+v", s, fx)
 		}
 	})

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -346,27 +345,17 @@ func (a *artifacts) run(t *testing.T, label string, env map[string]string, stdin
 // own arguments (an id that is not one, printed back as "not found").
 func (a *artifacts) runReflecting(t *testing.T, label string, reflect bool, env map[string]string, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = environ(env)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Errorf("%s: still running after 20 s (a bad configuration was accepted?)", label)
+	stdout, stderr, code, err := runCLI(20*time.Second, env, stdin, args...)
+	if err != nil {
+		t.Errorf("%s: %v (a bad configuration accepted, or the binary missing?)", label, err)
 	}
 	request := strings.Join(args, " ") + "\n" + stdin
 	for k, v := range env {
 		request += "\n" + k + "=" + v
 	}
-	a.add(artifact{where: "CLI " + label + " stdout", text: stdout.String(), request: request, mayReflect: reflect})
-	a.add(artifact{where: "CLI " + label + " stderr", text: stderr.String(), request: request, mayReflect: reflect})
-	if cmd.ProcessState == nil {
-		t.Fatalf("%s: %v", label, err)
-	}
-	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	a.add(artifact{where: "CLI " + label + " stdout", text: stdout, request: request, mayReflect: reflect})
+	a.add(artifact{where: "CLI " + label + " stderr", text: stderr, request: request, mayReflect: reflect})
+	return stdout, stderr, code
 }
 
 // recorder is an http.RoundTripper wrapper that keeps every exchange: the

@@ -201,19 +201,37 @@ func environ(vars map[string]string) []string {
 // cli runs a subcommand of the binary and returns stdout, stderr and the exit code.
 func cli(t *testing.T, env map[string]string, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	stdout, stderr, code, err := runCLI(60*time.Second, env, stdin, args...)
+	if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return stdout, stderr, code
+}
+
+// runCLI runs the binary with env and stdin, killed after timeout. err is
+// set when it could not run or was killed (then code is -1); an exit
+// status other than 0 is not an error.
+func runCLI(timeout time.Duration, env map[string]string, stdin string, args ...string) (stdout, stderr string, code int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = environ(env)
 	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
 	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("run %v: %v", args, err)
+	switch {
+	case ctx.Err() != nil:
+		err = fmt.Errorf("still running after %s", timeout)
+	case errors.As(err, &ee):
+		err = nil
 	}
-	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	code = -1
+	if cmd.ProcessState != nil {
+		code = cmd.ProcessState.ExitCode()
+	}
+	return out.String(), errOut.String(), code, err
 }
 
 // admin is a logged-in admin API client.

@@ -47,6 +47,9 @@ func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	// Lives as long as the process: the first signal starts the drain, a
+	// second one ends the process. sigs holds 2 (signal.Notify drops what
+	// does not fit; a third signal has nothing left to do).
 	go func() {
 		sig := <-sigs
 		// Ctrl-C in a terminal: nobody's load balancer needs the

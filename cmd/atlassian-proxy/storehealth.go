@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/atlassian-proxy/atlassian-proxy/adminui"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
@@ -66,13 +67,10 @@ func (h *storeHealth) setLost(lost bool) {
 	h.gLost.Set(b2f(lost))
 }
 
-// sessionSweepEvery is how often sessions idle for longer than
-// sessionIdle are deleted (they are refused once idle anyway; this keeps
-// the store from growing).
-const (
-	sessionSweepEvery = 10 * time.Minute
-	sessionIdle       = 30 * time.Minute
-)
+// sessionSweepEvery is how often sessions idle for longer than the admin
+// UI's idle timeout are deleted (they are refused once idle anyway; this
+// keeps the store from growing).
+const sessionSweepEvery = 10 * time.Minute
 
 // run pings the store every interval, and sweeps idle sessions, until ctx ends.
 func (h *storeHealth) run(ctx context.Context) error {
@@ -88,7 +86,7 @@ func (h *storeHealth) run(ctx context.Context) error {
 		if time.Since(lastSweep) >= sessionSweepEvery && !h.degraded.Load() {
 			lastSweep = time.Now()
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			n, err := h.st.DeleteSessionsBefore(sctx, time.Now().Add(-sessionIdle))
+			n, err := h.st.DeleteSessionsBefore(sctx, time.Now().Add(-adminui.DefaultSessionIdle))
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				h.logger.Warn("sweeping idle admin sessions failed", "err", err)
