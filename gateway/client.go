@@ -146,17 +146,24 @@ func (c *Client) newRequest(ctx context.Context, method, path string, cred pool.
 	if err != nil {
 		return nil, fmt.Errorf("gateway: build request: %w", err)
 	}
+	// The keys are written in canonical form and the values share one
+	// backing array: one allocation instead of one per header.
 	tok := basicToken(cred)
-	req.Header.Set("Authorization", "Basic "+tok)
-	req.Header.Set("X-Atlassian-EncodedToken", tok)
-	if cred.CloudID != "" {
-		req.Header.Set("X-Atlassian-CloudId", cred.CloudID)
-		req.Header.Set("X-RovoDev-Billing-CloudId", cred.CloudID)
+	vals := make([]string, 0, 7)
+	add := func(key, v string) {
+		vals = append(vals, v)
+		req.Header[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	req.Header.Set("User-Agent", c.ua)
-	req.Header.Set("Accept", "application/json")
+	add("Authorization", "Basic "+tok)
+	add("X-Atlassian-Encodedtoken", tok)
+	if cred.CloudID != "" {
+		add("X-Atlassian-Cloudid", cred.CloudID)
+		add("X-Rovodev-Billing-Cloudid", cred.CloudID)
+	}
+	add("User-Agent", c.ua)
+	add("Accept", "application/json")
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		add("Content-Type", "application/json")
 	}
 	return req, nil
 }

@@ -1,8 +1,8 @@
 package gateway
 
 import (
-	"encoding/json"
 	"errors"
+	"strconv"
 )
 
 // This file builds the unified-chat request body (protocol §2):
@@ -14,96 +14,190 @@ import (
 // Only the fields below are ever sent: never `model` inside request_payload,
 // never a field the client sent that the proxy does not know.
 
-type unifiedRequest struct {
-	RequestPayload     requestPayload    `json:"request_payload"`
-	PlatformAttributes requestAttributes `json:"platform_attributes"`
-}
-
-type requestAttributes struct {
-	Model string `json:"model"`
-}
-
-type requestPayload struct {
-	Messages    []unifiedInputMessage `json:"messages"`
-	Temperature *float64              `json:"temperature,omitempty"`
-	MaxTokens   *int                  `json:"max_tokens,omitempty"`
-	TopP        *float64              `json:"top_p,omitempty"`
-	Stop        []string              `json:"stop,omitempty"`
-	Tools       []Tool                `json:"tools,omitempty"`
-	ToolChoice  json.RawMessage       `json:"tool_choice,omitempty"`
-	User        string                `json:"user,omitempty"`
-	Stream      bool                  `json:"stream"`
-}
-
-// unifiedInputMessage is Message with content always present (null when the
-// client omitted it, as on assistant turns that only call tools).
-type unifiedInputMessage struct {
-	Role       string          `json:"role"`
-	Content    json.RawMessage `json:"content"`
-	Name       string          `json:"name,omitempty"`
-	ToolCalls  []ToolCall      `json:"tool_calls,omitempty"`
-	ToolCallID string          `json:"tool_call_id,omitempty"`
-}
-
 // errNoMessages is returned for a request without messages.
 var errNoMessages = errors.New("gateway: request has no messages")
 
 // buildRequest translates an OpenAI request into a unified-chat body for m.
+//
+// The body is written by hand rather than by json.Marshal: the client's raw
+// JSON values (message content, tool parameters, tool_choice) were checked
+// by the decoder and go out as they came, where json.Marshal would scan and
+// re-compact every one of them again (a long conversation is most of the
+// request). Every raw value in req must therefore be valid JSON, as
+// json.Unmarshal guarantees.
 func buildRequest(m Model, req *ChatRequest, stream bool) ([]byte, error) {
 	if len(req.Messages) == 0 {
 		return nil, errNoMessages
 	}
-	p := requestPayload{
-		Messages:    make([]unifiedInputMessage, len(req.Messages)),
-		Temperature: req.Temperature,
-		MaxTokens:   req.MaxTokens,
-		TopP:        req.TopP,
-		User:        req.User,
-		Stream:      stream,
-	}
-	if p.MaxTokens == nil {
-		p.MaxTokens = req.MaxCompletionTokens
-	}
-	if len(req.Tools) > 0 {
-		p.Tools = make([]Tool, len(req.Tools))
-		for i, tool := range req.Tools {
-			if tool.Type == "" {
-				tool.Type = "function"
-			}
-			p.Tools[i] = tool
+	b := make([]byte, 0, requestSize(m, req))
+	b = append(b, `{"request_payload":{"messages":[`...)
+	for i := range req.Messages {
+		if i > 0 {
+			b = append(b, ',')
 		}
+		b = appendMessage(b, &req.Messages[i])
+	}
+	b = append(b, ']')
+	if req.Temperature != nil {
+		b = append(b, `,"temperature":`...)
+		b = appendFloat(b, *req.Temperature)
+	}
+	maxTokens := req.MaxTokens
+	if maxTokens == nil {
+		maxTokens = req.MaxCompletionTokens
+	}
+	if maxTokens != nil {
+		b = append(b, `,"max_tokens":`...)
+		b = strconv.AppendInt(b, int64(*maxTokens), 10)
+	}
+	if req.TopP != nil {
+		b = append(b, `,"top_p":`...)
+		b = appendFloat(b, *req.TopP)
 	}
 	if len(req.Stop) > 0 {
-		p.Stop = req.Stop
+		b = append(b, `,"stop":[`...)
+		for i, s := range req.Stop {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, s)
+		}
+		b = append(b, ']')
+	}
+	if len(req.Tools) > 0 {
+		b = append(b, `,"tools":[`...)
+		for i := range req.Tools {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendTool(b, &req.Tools[i])
+		}
+		b = append(b, ']')
 	}
 	if len(req.ToolChoice) > 0 && string(req.ToolChoice) != "null" {
-		p.ToolChoice = req.ToolChoice
+		b = append(b, `,"tool_choice":`...)
+		b = append(b, req.ToolChoice...)
 	}
-	for i, msg := range req.Messages {
-		role := msg.Role
-		if role == "developer" { // OpenAI's newer name for system instructions
-			role = "system"
+	if req.User != "" {
+		b = append(b, `,"user":`...)
+		b = appendString(b, req.User)
+	}
+	b = append(b, `,"stream":`...)
+	b = strconv.AppendBool(b, stream)
+	b = append(b, `},"platform_attributes":{"model":`...)
+	b = appendString(b, m.Upstream)
+	b = append(b, "}}"...)
+	return b, nil
+}
+
+// requestSize is a guess of the body's size, so that it is built in one
+// allocation in the common case: the raw values plus room for the rest.
+func requestSize(m Model, req *ChatRequest) int {
+	n := 160 + len(m.Upstream) + len(req.User) + len(req.ToolChoice)
+	for i := range req.Messages {
+		msg := &req.Messages[i]
+		n += 64 + len(msg.Content) + len(msg.Name) + len(msg.ToolCallID)
+		for j := range msg.ToolCalls {
+			tc := &msg.ToolCalls[j]
+			n += 64 + len(tc.ID) + len(tc.Function.Name) + len(tc.Function.Arguments)*9/8
 		}
-		um := unifiedInputMessage{
-			Role:       role,
-			Content:    msg.Content,
-			Name:       msg.Name,
-			ToolCallID: msg.ToolCallID,
-		}
-		if len(msg.ToolCalls) > 0 {
-			um.ToolCalls = make([]ToolCall, len(msg.ToolCalls))
-			for j, tc := range msg.ToolCalls {
-				tc.Index = nil
-				if tc.Type == "" {
-					tc.Type = "function"
-				}
-				um.ToolCalls[j] = tc
+	}
+	for i := range req.Tools {
+		f := &req.Tools[i].Function
+		n += 64 + len(f.Name) + len(f.Description) + len(f.Parameters)
+	}
+	for _, s := range req.Stop {
+		n += 4 + len(s)
+	}
+	return n
+}
+
+// appendMessage writes one input message. Content is always present (null
+// when the client omitted it, as on assistant turns that only call tools);
+// "developer" is OpenAI's newer name for system instructions.
+func appendMessage(b []byte, msg *Message) []byte {
+	role := msg.Role
+	if role == "developer" {
+		role = "system"
+	}
+	b = append(b, `{"role":`...)
+	b = appendString(b, role)
+	b = append(b, `,"content":`...)
+	if len(msg.Content) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, msg.Content...)
+	}
+	if msg.Name != "" {
+		b = append(b, `,"name":`...)
+		b = appendString(b, msg.Name)
+	}
+	if len(msg.ToolCalls) > 0 {
+		b = append(b, `,"tool_calls":[`...)
+		for j := range msg.ToolCalls {
+			if j > 0 {
+				b = append(b, ',')
 			}
+			b = appendToolCall(b, &msg.ToolCalls[j])
 		}
-		p.Messages[i] = um
+		b = append(b, ']')
 	}
-	return json.Marshal(unifiedRequest{
-		RequestPayload:     p,
-		PlatformAttributes: requestAttributes{Model: m.Upstream},
-	})
+	if msg.ToolCallID != "" {
+		b = append(b, `,"tool_call_id":`...)
+		b = appendString(b, msg.ToolCallID)
+	}
+	return append(b, '}')
+}
+
+// appendToolCall writes a call an assistant turn made, without the
+// stream-only index and with the type defaulted to "function".
+func appendToolCall(b []byte, tc *ToolCall) []byte {
+	typ := tc.Type
+	if typ == "" {
+		typ = "function"
+	}
+	b = append(b, '{')
+	if tc.ID != "" {
+		b = append(b, `"id":`...)
+		b = appendString(b, tc.ID)
+		b = append(b, ',')
+	}
+	b = append(b, `"type":`...)
+	b = appendString(b, typ)
+	b = append(b, `,"function":{`...)
+	if tc.Function.Name != "" {
+		b = append(b, `"name":`...)
+		b = appendString(b, tc.Function.Name)
+		b = append(b, ',')
+	}
+	b = append(b, `"arguments":`...)
+	b = appendString(b, tc.Function.Arguments)
+	return append(b, "}}"...)
+}
+
+// appendTool writes a tool definition in OpenAI's shape, the type
+// defaulted to "function".
+func appendTool(b []byte, t *Tool) []byte {
+	typ := t.Type
+	if typ == "" {
+		typ = "function"
+	}
+	f := &t.Function
+	b = append(b, `{"type":`...)
+	b = appendString(b, typ)
+	b = append(b, `,"function":{"name":`...)
+	b = appendString(b, f.Name)
+	if f.Description != "" {
+		b = append(b, `,"description":`...)
+		b = appendString(b, f.Description)
+	}
+	if len(f.Parameters) > 0 {
+		b = append(b, `,"parameters":`...)
+		b = append(b, f.Parameters...)
+	}
+	if f.Strict != nil {
+		b = append(b, `,"strict":`...)
+		b = strconv.AppendBool(b, *f.Strict)
+	}
+	return append(b, "}}"...)
 }
