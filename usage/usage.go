@@ -10,10 +10,12 @@
 package usage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -196,7 +198,11 @@ func (r *Recorder) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-t.C:
-			if err := r.Flush(ctx); err != nil && ctx.Err() == nil {
+			switch err := r.Flush(ctx); {
+			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, ErrRowsDropped):
+				r.cfg.Logger.Warn("usage: flush failed; the rows were dropped, not retried (the store may have applied them)", "err", err)
+			default:
 				r.cfg.Logger.Warn("usage: flush failed; will retry", "err", err)
 			}
 		}
@@ -206,7 +212,8 @@ func (r *Recorder) Run(ctx context.Context) error {
 // Flush writes the pending rows. Rows that could not be written are kept
 // for the next flush (added to what accumulated meanwhile) unless the
 // store may have applied them (a failure other than ErrUnavailable), in
-// which case they are dropped rather than counted twice.
+// which case the chunk that failed is dropped rather than counted twice
+// (the error then wraps ErrRowsDropped) and the chunks after it are kept.
 func (r *Recorder) Flush(ctx context.Context) error {
 	if r.sink == nil {
 		return nil
@@ -224,6 +231,12 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	for _, row := range batch {
 		rows = append(rows, *row)
 	}
+	// In a fixed order, so that which rows share a chunk does not depend
+	// on map iteration.
+	slices.SortFunc(rows, func(a, b store.Usage) int {
+		return cmp.Or(cmp.Compare(a.Day, b.Day), cmp.Compare(a.CredentialID, b.CredentialID),
+			cmp.Compare(a.TokenID, b.TokenID), cmp.Compare(a.Model, b.Model))
+	})
 	// In chunks that a backend applies in one go, so that a failure
 	// requeues only what was not written.
 	for start := 0; start < len(rows); start += flushChunk {
@@ -236,11 +249,20 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		}
 		if errors.Is(err, store.ErrUnavailable) {
 			r.requeue(rows[start:])
+			return fmt.Errorf("usage: write %d rows: %w", len(rows)-start, err)
 		}
-		return fmt.Errorf("usage: write %d rows: %w", len(rows)-start, err)
+		// Only this chunk may have been applied; the ones after it were
+		// never sent and wait for the next flush.
+		r.requeue(rows[start+len(chunk):])
+		return fmt.Errorf("usage: write %d rows: %w (%w)", len(chunk), err, ErrRowsDropped)
 	}
 	return nil
 }
+
+// ErrRowsDropped marks a Flush error after which the failed rows were
+// dropped rather than kept for the next flush: the store failed in a way
+// that may have applied them, and writing them again could count them twice.
+var ErrRowsDropped = errors.New("rows dropped: the store may have applied them")
 
 // flushChunk is the most rows one AddUsage call carries (the Redis store
 // applies up to 256 in one script).

@@ -1,11 +1,18 @@
 package usage_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/internal/redistest"
@@ -27,10 +34,16 @@ func (c *clock) add(d time.Duration) {
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
 }
+func (c *clock) set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
 
 func openStore(t *testing.T) *sqlite.Store {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "usage.db"))
+	return openStoreAt(t, filepath.Join(t.TempDir(), "usage.db"))
+}
+
+func openStoreAt(t *testing.T, path string) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,5 +186,202 @@ func TestFlushKeepsRowsWhileStoreIsAway(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].Requests != 2 || got[0].OutputTokens != 5 {
 		t.Errorf("rows after the outage = %+v, want one row of 2 requests and 5 output tokens", got)
+	}
+}
+
+// swapSink writes to the real store it holds at the time of the write.
+type swapSink struct{ cur atomic.Pointer[sqlite.Store] }
+
+func (s *swapSink) AddUsage(ctx context.Context, rows []store.Usage) error {
+	return s.cur.Load().AddUsage(ctx, rows)
+}
+
+// A write that fails with an error other than store.ErrUnavailable may have
+// been applied (or never will be): Flush returns the error and drops the
+// rows rather than keeping them for the next flush, so that the next flush
+// writes only what came after them: nothing counted twice, no batch failing
+// forever.
+func TestFlushDropsRowsOnOtherErrors(t *testing.T) {
+	day := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		// fail makes the next write fail and returns what undoes that.
+		fail    func(t *testing.T, sink *swapSink, path string, c *clock) (heal func())
+		wantErr string
+	}{
+		{
+			name: "store closed",
+			fail: func(t *testing.T, sink *swapSink, path string, _ *clock) func() {
+				sink.cur.Load().Close()
+				return func() { sink.cur.Store(openStoreAt(t, path)) }
+			},
+			wantErr: "database is closed",
+		},
+		{
+			name: "batch refused",
+			fail: func(t *testing.T, _ *swapSink, _ string, c *clock) func() {
+				// A day the store refuses (it takes only YYYY-MM-DD): the
+				// whole batch is refused, now and at every retry.
+				c.set(time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC))
+				return func() { c.set(day) }
+			},
+			wantErr: `invalid day "10000-01-01"`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "usage.db")
+			sink := &swapSink{}
+			sink.cur.Store(openStoreAt(t, path))
+			c := &clock{t: day}
+			r := usage.New(sink, usage.Config{Now: c.now})
+			ev := usage.Event{CredentialID: "c", TokenID: "t", Model: "m"}
+
+			heal := tt.fail(t, sink, path, c)
+			lost := ev
+			lost.InputTokens = 100
+			r.Record(lost)
+			err := r.Flush(t.Context())
+			if err == nil || errors.Is(err, store.ErrUnavailable) ||
+				!strings.Contains(err.Error(), "usage: write 1 rows") || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Flush = %v, want an error other than ErrUnavailable, for 1 row, with %q", err, tt.wantErr)
+			}
+
+			heal()
+			later := ev
+			later.InputTokens = 1
+			r.Record(later)
+			if err := r.Flush(t.Context()); err != nil {
+				t.Fatalf("Flush after the store is back: %v (the dropped row was kept?)", err)
+			}
+			got, err := sink.cur.Load().ListUsage(t.Context(), "0001-01-01", "9999-12-31")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := store.Usage{Day: "2026-11-25", CredentialID: "c", TokenID: "t", Model: "m", Requests: 1, InputTokens: 1}
+			if len(got) != 1 || got[0] != want {
+				t.Errorf("rows = %+v, want only the later request: %+v", got, want)
+			}
+		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer written by Run's goroutine and read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// records decodes the JSON log lines written so far.
+func (l *lockedBuffer) records(t *testing.T) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for line := range strings.Lines(l.b.String()) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Run logs a flush whose rows are dropped, once: the rows are not retried
+// at the next ticks, and what comes after them is written.
+func TestRunLogsDroppedRows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := openStore(t)
+		c := &clock{t: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)} // a day the store refuses
+		var logs lockedBuffer
+		const every = time.Second
+		r := usage.New(st, usage.Config{FlushInterval: every, Now: c.now, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+
+		r.Record(usage.Event{CredentialID: "c", TokenID: "t", Model: "m", InputTokens: 100})
+		time.Sleep(every)
+		synctest.Wait()
+		warnings := func() []map[string]any {
+			var w []map[string]any
+			for _, rec := range logs.records(t) {
+				if rec["level"] == "WARN" && strings.HasPrefix(rec["msg"].(string), "usage: flush failed") {
+					w = append(w, rec)
+				}
+			}
+			return w
+		}
+		w := warnings()
+		if len(w) != 1 {
+			t.Fatalf("after the refused flush: %d warnings %v, want 1", len(w), w)
+		}
+		if m, _ := w[0]["msg"].(string); !strings.Contains(m, "dropped, not retried") {
+			t.Errorf("the warning = %q, want it to say the rows were dropped", m)
+		}
+		if e, _ := w[0]["err"].(string); !strings.Contains(e, `usage: write 1 rows`) || !strings.Contains(e, `invalid day "10000-01-01"`) {
+			t.Errorf("the warning's err = %q, want the rows and the store's reason", e)
+		}
+
+		c.set(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+		r.Record(usage.Event{CredentialID: "c", TokenID: "t", Model: "m", InputTokens: 1})
+		time.Sleep(5 * every)
+		synctest.Wait()
+		if w := warnings(); len(w) != 1 {
+			t.Errorf("after 5 more flushes: %d warnings, want still 1 (the dropped row retried?)", len(w))
+		}
+		got, err := st.ListUsage(t.Context(), "0001-01-01", "9999-12-31")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].Requests != 1 || got[0].InputTokens != 1 {
+			t.Errorf("rows = %+v, want only the later request", got)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// When a chunk fails in a way that may have applied it, only that chunk is
+// dropped: the chunks after it were never sent and are written by the next
+// flush.
+func TestFlushDropsOnlyTheFailedChunk(t *testing.T) {
+	st := openStore(t)
+	good := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	c := &clock{t: good}
+	r := usage.New(st, usage.Config{Now: c.now})
+	// 200 rows of a good day, and one the store refuses, which sorts first
+	// ("10000-01-01" < "2026-11-25"): the first chunk of 200 holds it and
+	// 199 good rows, the second chunk the last good row.
+	for i := range 200 {
+		r.Record(usage.Event{CredentialID: "c", TokenID: "t", Model: fmt.Sprintf("m%03d", i), InputTokens: 1})
+	}
+	c.set(time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC))
+	r.Record(usage.Event{CredentialID: "c", TokenID: "t", Model: "bad", InputTokens: 1})
+	c.set(good)
+
+	err := r.Flush(t.Context())
+	if !errors.Is(err, usage.ErrRowsDropped) || errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "usage: write 200 rows") {
+		t.Fatalf("Flush = %v, want the first chunk of 200 rows dropped", err)
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatalf("second Flush: %v", err)
+	}
+	got, err := st.ListUsage(t.Context(), "0001-01-01", "9999-12-31")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Usage{Day: "2026-11-25", CredentialID: "c", TokenID: "t", Model: "m199", Requests: 1, InputTokens: 1}
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("rows after the failed chunk = %+v, want only the row of the second chunk %+v", got, want)
 	}
 }

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"database/sql"
+	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -8,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atlassian-proxy/atlassian-proxy/auth"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/store"
+	"github.com/atlassian-proxy/atlassian-proxy/store/sqlite"
 )
 
 // TestExportImportRotate: export a store, import it elsewhere (twice: the
@@ -141,5 +147,228 @@ func TestExportImportRotate(t *testing.T) {
 	})
 	if strings.Contains(p.Stderr.String(), "cannot decrypt") {
 		t.Errorf("the server could not open a rotated credential:\n%s", p.Stderr)
+	}
+}
+
+// sealedAs names the token a stored credential opens to (tokens are named,
+// never printed) and the key that opens it: "old", "new" or "none".
+type sealedAs struct{ token, key string }
+
+// TestRotateKeyConcurrentWrite: a credential changed, or added, by another
+// writer while rotate-key runs (an admin on a server still holding the old
+// key) stops the rotation with a message to run it again. The store stays
+// usable: every credential opens with the old key or the new one, the other
+// writer's token is kept, the key file still holds the old key (the
+// credentials not yet re-sealed need it); a second run finishes.
+//
+// The other writer is a trigger in the SQLite file, fired by the rotation's
+// first write (of credential cred-a): a real write to the store, committed
+// with that write, so after the rotation has listed the credentials and
+// before it reads the next one and lists them again at the end.
+func TestRotateKeyConcurrentWrite(t *testing.T) {
+	tokens := map[string]string{ // name → the token in clear
+		"A":  "ATATT-canary-rotate-a-1111111111",
+		"B":  "ATATT-canary-rotate-b-2222222222",
+		"B2": "ATATT-canary-rotate-b-changed-3333333333",
+		"C":  "ATATT-canary-rotate-c-4444444444",
+	}
+	tests := []struct {
+		name string
+		// prepare readies the other writer's change and returns the body of
+		// the trigger that makes it.
+		prepare   func(t *testing.T, st *sqlite.Store, db *sql.DB, seal func(id, token string) []byte) string
+		wantErr   string
+		afterFail map[string]sealedAs
+		afterRun2 map[string]sealedAs
+	}{
+		{
+			name: "token changed",
+			prepare: func(t *testing.T, _ *sqlite.Store, _ *sql.DB, seal func(id, token string) []byte) string {
+				return fmt.Sprintf("UPDATE credentials SET token = X'%x' WHERE id = 'cred-b';", seal("cred-b", "B2"))
+			},
+			wantErr: "rotate-key: credential cred-b changed while rotating; run rotate-key again",
+			afterFail: map[string]sealedAs{
+				"cred-a": {"A", "new"},
+				"cred-b": {"B2", "old"}, // the other writer's token, not overwritten with the one read before
+			},
+			afterRun2: map[string]sealedAs{"cred-a": {"A", "new"}, "cred-b": {"B2", "new"}},
+		},
+		{
+			name: "credential added",
+			prepare: func(t *testing.T, st *sqlite.Store, db *sql.DB, seal func(id, token string) []byte) string {
+				// Made by the store, then set aside for the trigger to put back.
+				now := time.Now().UTC()
+				c := store.Credential{ID: "cred-c", Email: "c@example.com", Token: seal("cred-c", "C"), Enabled: true,
+					CreatedAt: now, UpdatedAt: now}
+				if err := st.CreateCredential(t.Context(), c); err != nil {
+					t.Fatal(err)
+				}
+				for _, q := range []string{
+					"CREATE TABLE test_added AS SELECT * FROM credentials WHERE id = 'cred-c'",
+					"DELETE FROM credentials WHERE id = 'cred-c'",
+				} {
+					if _, err := db.ExecContext(t.Context(), q); err != nil {
+						t.Fatalf("%s: %v", q, err)
+					}
+				}
+				return "INSERT INTO credentials SELECT * FROM test_added;"
+			},
+			wantErr: "rotate-key: credential cred-c was added during the rotation with the old key; run rotate-key again",
+			afterFail: map[string]sealedAs{
+				"cred-a": {"A", "new"},
+				"cred-b": {"B", "new"},
+				"cred-c": {"C", "old"},
+			},
+			afterRun2: map[string]sealedAs{"cred-a": {"A", "new"}, "cred-b": {"B", "new"}, "cred-c": {"C", "new"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			keyFile := filepath.Join(dir, keyFileName)
+			oldKey, err := auth.LoadOrCreateKeyFile(keyFile) // as the server's first start does
+			if err != nil {
+				t.Fatal(err)
+			}
+			newKey := randomKey(t)
+			parsedNew, err := auth.ParseKey(newKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ciphers := map[string]*auth.Cipher{"old": rotateTestCipher(t, oldKey), "new": rotateTestCipher(t, parsedNew)}
+			seal := func(id, token string) []byte {
+				t.Helper()
+				b, err := ciphers["old"].Seal(id, []byte(tokens[token]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+
+			dbPath := filepath.Join(dir, dbFileName)
+			st, err := sqlite.Open(t.Context(), dbPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now().UTC()
+			for i, c := range []struct{ id, token string }{{"cred-a", "A"}, {"cred-b", "B"}} {
+				// Listed, and so rotated, in this order (and before cred-c).
+				at := t0.Add(time.Duration(i-10) * time.Second)
+				err := st.CreateCredential(t.Context(), store.Credential{ID: c.id, Email: c.id + "@example.com",
+					Token: seal(c.id, c.token), Enabled: true, CreatedAt: at, UpdatedAt: at})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			db, err := sql.Open("sqlite", dbPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := tt.prepare(t, st, db, seal)
+			trigger := "CREATE TRIGGER test_other_writer AFTER UPDATE OF token ON credentials WHEN NEW.id = 'cred-a' BEGIN " + body + " END"
+			if _, err := db.ExecContext(t.Context(), trigger); err != nil {
+				t.Fatalf("%s: %v", trigger, err)
+			}
+			st.Close()
+			db.Close()
+
+			secrets := []string{auth.EncodeKey(oldKey), newKey}
+			for _, tok := range tokens {
+				secrets = append(secrets, tok)
+			}
+			env := map[string]string{"DATA_DIR": dir, "NEW_SECRET_KEY": newKey}
+			_, errOut, code := cli(t, env, "", "rotate-key")
+			if code != 1 || !strings.Contains(errOut, "error: "+tt.wantErr) {
+				t.Fatalf("rotate-key with another writer: exit %d, stderr %q; want 1 and %q", code, errOut, tt.wantErr)
+			}
+			assertNoSecretIn(t, "rotate-key's output", errOut, secrets)
+			if keyFileText(t, keyFile) != auth.EncodeKey(oldKey) {
+				t.Errorf("the key file changed although credentials sealed with the old key remain")
+			}
+			if got := openedTokens(t, dbPath, ciphers, tokens); !maps.Equal(got, tt.afterFail) {
+				t.Errorf("after the interrupted rotation: %v, want %v", got, tt.afterFail)
+			}
+
+			// The other writer is done; the rotation is run again and finishes.
+			if db, err = sql.Open("sqlite", dbPath); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(t.Context(), "DROP TRIGGER test_other_writer"); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			_, errOut, code = cli(t, env, "", "rotate-key")
+			if code != 0 || !strings.Contains(errOut, "re-sealed 1 credentials; the key file in "+dir+" now holds the new key") {
+				t.Fatalf("rotate-key again: exit %d, stderr %q; want 0 and 1 credential re-sealed", code, errOut)
+			}
+			assertNoSecretIn(t, "rotate-key's output", errOut, secrets)
+			if keyFileText(t, keyFile) != newKey {
+				t.Errorf("after the second run the key file does not hold the new key")
+			}
+			if got := openedTokens(t, dbPath, ciphers, tokens); !maps.Equal(got, tt.afterRun2) {
+				t.Errorf("after the second run: %v, want %v", got, tt.afterRun2)
+			}
+		})
+	}
+}
+
+func rotateTestCipher(t *testing.T, key []byte) *auth.Cipher {
+	t.Helper()
+	c, err := auth.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func keyFileText(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// openedTokens opens the token of every credential of the store at path
+// with whichever of ciphers opens it, and names it by tokens (name → token
+// in clear); "unknown" is a token not in tokens.
+func openedTokens(t *testing.T, path string, ciphers map[string]*auth.Cipher, tokens map[string]string) map[string]sealedAs {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	creds, err := st.ListCredentials(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]sealedAs{}
+	for _, c := range creds {
+		got[c.ID] = sealedAs{key: "none"}
+		for keyName, ci := range ciphers {
+			p, err := ci.Open(c.ID, c.Token)
+			if err != nil {
+				continue
+			}
+			s := sealedAs{token: "unknown", key: keyName}
+			for name, tok := range tokens {
+				if tok == string(p) {
+					s.token = name
+				}
+			}
+			got[c.ID] = s
+		}
+	}
+	return got
+}
+
+func assertNoSecretIn(t *testing.T, where, text string, secrets []string) {
+	t.Helper()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(text, s) {
+			t.Errorf("%s holds a secret in clear (%d characters starting %.6q)", where, len(s), s)
+		}
 	}
 }
