@@ -164,7 +164,8 @@ type latencyTarget struct {
 // clients at once, each client sending its next request as soon as the
 // last one is answered; the difference of the percentiles from direct is
 // the latency a proxy adds. Each b.Loop iteration is 4,096 requests. With
-// an upstream that answers at once, 16 clients keep both cores busy.
+// an upstream that answers at once, 16 clients keep both cores busy, so
+// this measures CPU cost more than latency.
 //
 //	go test ./cmd/atlassian-proxy -run '^$' -bench 'ChatLatency$' -benchtime 5x
 func BenchmarkChatLatency(b *testing.B) {
@@ -174,21 +175,27 @@ func BenchmarkChatLatency(b *testing.B) {
 	for _, clients := range []int{1, benchClients} {
 		for _, t := range targets {
 			b.Run(fmt.Sprintf("clients=%d/%s", clients, t.name), func(b *testing.B) {
+				var lat []time.Duration
 				for b.Loop() {
-					measure(b, clients, perIteration, 0, t.req)
+					lat = append(lat, measure(b, clients, perIteration/clients, 0, t)[t.name]...)
 				}
+				reportPercentiles(b, "", lat)
 			})
 		}
 	}
 }
 
-// BenchmarkChatLatencyUpstream20ms is BenchmarkChatLatency with an upstream
-// that takes 20 ms to answer, as a model gateway does (real ones take
-// hundreds of ms): 16 clients then keep 16 requests in flight without
+// BenchmarkChatLatencyUpstream20ms measures the latency added with an
+// upstream that takes 20 ms to answer, as a model gateway does (real ones
+// take hundreds of ms): 16 clients then keep 16 requests in flight without
 // saturating the CPU. The clients start spread over the first 20 ms, as
 // independent clients would be, rather than in lock step (which would turn
-// every round into a burst of 16 requests at the same instant). Each
-// iteration is 40 requests per client (about 0.85 s).
+// every round into a burst of 16 requests at the same instant). Every
+// client sends its requests in turn straight, through the floor and
+// through the proxy, so that the three are measured over the same span of
+// time under the same load; added-p50 and added-p99 are the proxy's
+// percentiles minus the direct ones (floor-added-* the same for the bare
+// reverse proxy). Each iteration is 60 requests per client (about 1.3 s).
 //
 //	go test ./cmd/atlassian-proxy -run '^$' -bench ChatLatencyUpstream -benchtime 5x
 func BenchmarkChatLatencyUpstream20ms(b *testing.B) {
@@ -196,33 +203,45 @@ func BenchmarkChatLatencyUpstream20ms(b *testing.B) {
 	s := startBenchStack(b, fake.Options{Latency: latency})
 	targets := latencyTargets(b, s)
 	for _, clients := range []int{1, benchClients} {
-		for _, t := range targets {
-			b.Run(fmt.Sprintf("clients=%d/%s", clients, t.name), func(b *testing.B) {
-				for b.Loop() {
-					measure(b, clients, 40*clients, latency, t.req)
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			all := map[string][]time.Duration{}
+			for b.Loop() {
+				for name, lat := range measure(b, clients, 60, latency, targets...) {
+					all[name] = append(all[name], lat...)
 				}
-			})
-		}
+			}
+			for _, t := range targets {
+				reportPercentiles(b, t.name+"-", all[t.name])
+			}
+			direct := percentiles(all["direct"])
+			for _, t := range []struct{ prefix, name string }{{"", "proxy"}, {"floor-", "floor"}} {
+				got := percentiles(all[t.name])
+				b.ReportMetric(got[0]-direct[0], t.prefix+"added-p50-µs")
+				b.ReportMetric(got[1]-direct[1], t.prefix+"added-p99-µs")
+			}
+		})
 	}
 }
 
-// measure runs n requests over clients concurrent clients, client i
-// starting after i/clients of spread, and reports the latency percentiles
-// as benchmark metrics.
-func measure(b *testing.B, clients, n int, spread time.Duration, newReq func() (*http.Request, error)) {
+// measure runs clients concurrent clients, each sending perClient requests
+// and waiting for each answer before the next; client i starts after
+// i/clients of spread and sends its requests to the targets in turn,
+// starting with target i (mod the number of targets). It returns the
+// latencies by target name.
+func measure(b *testing.B, clients, perClient int, spread time.Duration, targets ...latencyTarget) map[string][]time.Duration {
 	b.Helper()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2}}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2 * len(targets)}}
 	defer client.CloseIdleConnections()
 	var mu sync.Mutex
-	lat := make([]time.Duration, 0, n)
+	out := map[string][]time.Duration{}
 	var wg sync.WaitGroup
-	per := n / clients
 	for i := range clients {
 		wg.Go(func() {
 			time.Sleep(spread * time.Duration(i) / time.Duration(clients))
-			mine := make([]time.Duration, 0, per)
-			for range per {
-				req, err := newReq()
+			mine := make([][]time.Duration, len(targets))
+			for j := range perClient {
+				k := (i + j) % len(targets)
+				req, err := targets[k].req()
 				if err != nil {
 					b.Error(err)
 					return
@@ -236,22 +255,41 @@ func measure(b *testing.B, clients, n int, spread time.Duration, newReq func() (
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					b.Errorf("status %d", resp.StatusCode)
+					b.Errorf("%s: status %d", targets[k].name, resp.StatusCode)
 					return
 				}
-				mine = append(mine, time.Since(start))
+				mine[k] = append(mine[k], time.Since(start))
 			}
 			mu.Lock()
-			lat = append(lat, mine...)
+			for k, t := range targets {
+				out[t.name] = append(out[t.name], mine[k]...)
+			}
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	slices.Sort(lat)
+	return out
+}
+
+// percentiles returns the 50th and 99th percentiles of lat in µs (and
+// sorts lat).
+func percentiles(lat []time.Duration) [2]float64 {
 	if len(lat) == 0 {
+		return [2]float64{}
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
+	return [2]float64{pct(0.50), pct(0.99)}
+}
+
+// reportPercentiles reports the 50th and 99th percentiles of lat as
+// benchmark metrics named prefix+"p50-µs" and prefix+"p99-µs".
+func reportPercentiles(b *testing.B, prefix string, lat []time.Duration) {
+	if len(lat) == 0 {
+		b.Errorf("no latency measured")
 		return
 	}
-	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
-	b.ReportMetric(pct(0.50), "p50-µs")
-	b.ReportMetric(pct(0.99), "p99-µs")
+	p := percentiles(lat)
+	b.ReportMetric(p[0], prefix+"p50-µs")
+	b.ReportMetric(p[1], prefix+"p99-µs")
 }
