@@ -53,16 +53,38 @@ func BenchmarkDecodeSSE(b *testing.B) {
 	}
 }
 
+// BenchmarkBuildRequest builds the upstream body of a 1 KB and of a
+// 100 KB conversation, by hand as buildRequest does ("direct") and with
+// json.Marshal of the equivalent structs ("json.Marshal", the reference
+// the tests compare against).
 func BenchmarkBuildRequest(b *testing.B) {
-	req := &ChatRequest{Model: "claude-sonnet-4", MaxTokens: ptr(1024), Messages: []Message{
-		{Role: "system", Content: json.RawMessage(`"You are terse."`)},
-		{Role: "user", Content: json.RawMessage(`"` + strings.Repeat("word ", 200) + `"`)},
-	}}
 	m := Model{Upstream: "claude-sonnet-4@20250514", Route: RouteUnified}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := buildRequest(m, req, true); err != nil {
-			b.Fatal(err)
+	for _, size := range []struct {
+		name  string
+		turns int
+	}{{"1KB", 1}, {"100KB", 100}} {
+		req := &ChatRequest{Model: "claude-sonnet-4", MaxTokens: ptr(1024), Messages: []Message{
+			{Role: "system", Content: json.RawMessage(`"You are terse."`)},
+		}}
+		for i := range size.turns {
+			role := "user"
+			if i%2 == 1 {
+				role = "assistant"
+			}
+			req.Messages = append(req.Messages, Message{Role: role, Content: json.RawMessage(`"` + strings.Repeat("word ", 200) + `"`)})
+		}
+		for _, enc := range []struct {
+			name string
+			fn   func(Model, *ChatRequest, bool) ([]byte, error)
+		}{{"direct", buildRequest}, {"json.Marshal", referenceRequest}} {
+			b.Run(size.name+"/"+enc.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := enc.fn(m, req, true); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }
