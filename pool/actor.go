@@ -200,10 +200,12 @@ func (a *actor) admit() bool {
 	}
 }
 
-// update applies a Spec (and maybe a stored state) from Sync.
-func (a *actor) update(s Spec, st *store.CredentialState) {
+// update applies a Spec (and maybe a stored state) from Sync; ack is
+// signalled once it is applied. It reports whether the actor took it (false:
+// it has stopped).
+func (a *actor) update(s Spec, st *store.CredentialState, ack chan struct{}) bool {
 	cred := s.Credential
-	a.send(message{kind: msgControl, ctl: &control{cred: &cred, restore: st,
+	return a.send(message{kind: msgControl, ctl: &control{cred: &cred, restore: st, ack: ack,
 		ev: event{kind: evUpdate, enabled: s.Enabled, limit: s.MaxConcurrency}}})
 }
 

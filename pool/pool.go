@@ -298,10 +298,31 @@ func (p *Pool) notify(n int) {
 // to new credentials, and offered to existing ones when newer than the last
 // one offered (the actor keeps it only when newer than what it knows).
 //
+// When Sync returns, every change has been applied: a Status or a pick
+// that follows sees it.
+//
 // A resync that changes nothing is cheap: it messages no actor and keeps
 // the published snapshot (one map look-up per spec, no allocation per
 // credential), so the syncer may call it on every store change.
 func (p *Pool) Sync(specs []Spec, states []store.CredentialState) {
+	// The changed actors' acknowledgements are awaited once p.mu is
+	// released (an actor never takes it, but Reset and Sync callers should
+	// not queue behind a busy mailbox).
+	for _, w := range p.sync(specs, states) {
+		select {
+		case <-w.ack:
+		case <-w.a.done:
+		}
+	}
+}
+
+// pendingAck is a changed actor's acknowledgement that Sync awaits.
+type pendingAck struct {
+	a   *actor
+	ack chan struct{}
+}
+
+func (p *Pool) sync(specs []Spec, states []store.CredentialState) []pendingAck {
 	var byState map[string]store.CredentialState
 	if len(states) > 0 {
 		byState = make(map[string]store.CredentialState, len(states))
@@ -422,12 +443,17 @@ func (p *Pool) Sync(specs []Spec, states []store.CredentialState) {
 		freed += free
 		p.log.Info("pool: credential added", "credential", a.e.id, "enabled", enabled, "limit", limit)
 	}
+	var acks []pendingAck
 	for i, a := range changed {
-		a.update(a.spec, updates[i])
+		ack := make(chan struct{}, 1)
+		if a.update(a.spec, updates[i], ack) {
+			acks = append(acks, pendingAck{a, ack})
+		}
 	}
 	if freed > 0 {
 		p.notify(freed)
 	}
+	return acks
 }
 
 func (p *Pool) limitOf(s Spec) int {

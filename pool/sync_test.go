@@ -200,3 +200,42 @@ func idsExcept(sp []Spec, keep string) []string {
 	}
 	return out
 }
+
+// TestSyncAppliedOnReturn: once Sync returns, what it brought (a stored
+// cooldown, a recovery, a new limit, a disabled credential) shows in the
+// pool's status at once, without waiting for the actors to catch up.
+// (It used to be sent to the actors and applied a moment later, which a
+// status read right after a resync could miss on a busy machine.)
+func TestSyncAppliedOnReturn(t *testing.T) {
+	p := newPool(t, Config{}, Deps{})
+	sp := specs(1, 4)
+	p.Sync(sp, nil)
+	start(t, p)
+	waitRunning(t, p)
+	id := sp[0].Credential.ID
+	at := time.Now()
+	for i := range 300 {
+		at = at.Add(time.Millisecond)
+		sp[0].MaxConcurrency = 1 + i%4
+		sp[0].Enabled = i%7 != 6
+		var st store.CredentialState
+		wantCooling := i%2 == 0
+		if wantCooling {
+			st = store.CredentialState{CredentialID: id, State: "cooling", Reason: "rate_limited", Until: time.Now().Add(time.Hour), UpdatedAt: at}
+		} else {
+			st = store.CredentialState{CredentialID: id, State: store.StateReady, Reason: "success", UpdatedAt: at}
+		}
+		p.Sync(sp, []store.CredentialState{st})
+		got := p.Status().Credentials[0]
+		switch {
+		case got.Enabled != sp[0].Enabled || got.Limit != sp[0].MaxConcurrency:
+			t.Fatalf("round %d: enabled %v limit %d, want %v and %d", i, got.Enabled, got.Limit, sp[0].Enabled, sp[0].MaxConcurrency)
+		case !sp[0].Enabled:
+			// a disabled credential shows as disabled, whatever its cooldown
+		case wantCooling && got.State != StateCooling:
+			t.Fatalf("round %d: state %s after a stored cooldown, want cooling", i, got.State)
+		case !wantCooling && got.State == StateCooling:
+			t.Fatalf("round %d: still cooling after a stored recovery", i)
+		}
+	}
+}
