@@ -21,10 +21,11 @@ var errNoMessages = errors.New("gateway: request has no messages")
 //
 // The body is written by hand rather than by json.Marshal: the client's raw
 // JSON values (message content, tool parameters, tool_choice) were checked
-// by the decoder and go out as they came, where json.Marshal would scan and
-// re-compact every one of them again (a long conversation is most of the
-// request). Every raw value in req must therefore be valid JSON, as
-// json.Unmarshal guarantees.
+// by the decoder and go out byte for byte as they came (whitespace and
+// escapes included), where json.Marshal would scan and re-compact every one
+// of them again (a long conversation is most of the request). Only the
+// strings the proxy writes itself go through appendString. Every raw value
+// in req must therefore be valid JSON, as json.Unmarshal guarantees.
 func buildRequest(m Model, req *ChatRequest, stream bool) ([]byte, error) {
 	if len(req.Messages) == 0 {
 		return nil, errNoMessages

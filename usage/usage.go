@@ -240,6 +240,10 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	// In chunks that a backend applies in one go, so that a failure
 	// requeues only what was not written.
 	for start := 0; start < len(rows); start += flushChunk {
+		if err := ctx.Err(); err != nil { // nothing of this chunk was sent
+			r.requeue(rows[start:])
+			return fmt.Errorf("usage: write %d rows: %w", len(rows)-start, err)
+		}
 		chunk := rows[start:min(start+flushChunk, len(rows))]
 		wctx, cancel := context.WithTimeout(ctx, r.cfg.FlushTimeout)
 		err := r.sink.AddUsage(wctx, chunk)

@@ -385,3 +385,28 @@ func TestFlushDropsOnlyTheFailedChunk(t *testing.T) {
 		t.Errorf("rows after the failed chunk = %+v, want only the row of the second chunk %+v", got, want)
 	}
 }
+
+// A flush whose context is already over sends nothing and keeps every row
+// for the next one (nothing was applied, so nothing is dropped).
+func TestFlushCanceledKeepsRows(t *testing.T) {
+	st := openStore(t)
+	c := &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	r := usage.New(st, usage.Config{Now: c.now})
+	r.Record(usage.Event{CredentialID: "c", TokenID: "t", Model: "m", InputTokens: 3})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	err := r.Flush(ctx)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, usage.ErrRowsDropped) {
+		t.Fatalf("Flush with a canceled context = %v, want context.Canceled and no rows dropped", err)
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.ListUsage(t.Context(), "0001-01-01", "9999-12-31")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].InputTokens != 3 {
+		t.Errorf("rows = %+v, want the row kept and written by the next flush", got)
+	}
+}
