@@ -51,6 +51,14 @@ func TestWatch(t *testing.T) {
 	if err := a.CreateSession(ctx, store.Session{ID: "s1"}); err != nil {
 		t.Fatal(err)
 	}
+	// The set-up's notices (two configuration writes) arrive in their own
+	// time: let them land, merged into the one pending, and take it, so
+	// that each change below is matched with its own notice.
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-w:
+	default:
+	}
 	changes := []struct {
 		name   string
 		do     func() error
