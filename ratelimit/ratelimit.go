@@ -34,7 +34,7 @@ func Memory(tokens uint64, interval time.Duration) (limiter.Store, error) {
 // on a shared store that is down. onError (may be nil) hears each failure
 // of primary.
 func Fallback(primary, secondary limiter.Store, onError func(error)) limiter.Store {
-	return &fallback{primary: primary, secondary: secondary, onError: onError, now: time.Now}
+	return &fallback{primary: primary, secondary: secondary, onError: onError}
 }
 
 // Timings of Fallback.
@@ -46,7 +46,6 @@ const (
 type fallback struct {
 	primary, secondary limiter.Store
 	onError            func(error)
-	now                func() time.Time
 	failedAt           atomic.Int64 // unix nanos of the last failure of primary; 0: none
 	probing            atomic.Bool  // one call is asking primary again after a failure
 }
@@ -57,12 +56,10 @@ type fallback struct {
 // alone for RetryAfter, and then a single call probes it while the others
 // keep to secondary, so a hung primary costs one call CallTimeout, not all.
 func (f *fallback) ask(ctx context.Context, call func(context.Context) error) bool {
-	probe := false
 	if at := f.failedAt.Load(); at != 0 {
-		if f.now().UnixNano()-at < int64(RetryAfter) || !f.probing.CompareAndSwap(false, true) {
+		if time.Now().UnixNano()-at < int64(RetryAfter) || !f.probing.CompareAndSwap(false, true) {
 			return false
 		}
-		probe = true
 		defer f.probing.Store(false)
 	}
 	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
@@ -70,7 +67,7 @@ func (f *fallback) ask(ctx context.Context, call func(context.Context) error) bo
 	cancel()
 	switch {
 	case err == nil || errors.Is(err, limiter.ErrStopped):
-		if probe || f.failedAt.Load() != 0 {
+		if f.failedAt.Load() != 0 { // a load, not a store, on the healthy path
 			f.failedAt.Store(0)
 		}
 		return true
@@ -78,7 +75,7 @@ func (f *fallback) ask(ctx context.Context, call func(context.Context) error) bo
 		// The caller gave up (client gone): not primary's fault.
 		return false
 	}
-	f.failedAt.Store(f.now().UnixNano())
+	f.failedAt.Store(time.Now().UnixNano())
 	if f.onError != nil {
 		f.onError(err)
 	}

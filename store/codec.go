@@ -51,3 +51,16 @@ func DecodeModels(s string) ([]string, error) {
 	}
 	return models, nil
 }
+
+// DayLayout is the form of Usage.Day.
+const DayLayout = "2006-01-02"
+
+// CheckDay rejects a day not written exactly as DayLayout, so that the byte
+// order of days is their time order.
+func CheckDay(day string) error {
+	d, err := time.Parse(DayLayout, day)
+	if err != nil || d.Format(DayLayout) != day {
+		return fmt.Errorf("invalid day %q (want YYYY-MM-DD)", day)
+	}
+	return nil
+}

@@ -46,7 +46,7 @@ func BenchmarkListCredentialStates(b *testing.B) {
 // accumulator would.
 func BenchmarkAddUsage(b *testing.B) {
 	s := openStore(b, redistest.Start(b), Options{})
-	day := time.Now().UTC().Format(dayLayout)
+	day := time.Now().UTC().Format(store.DayLayout)
 	rows := make([]store.Usage, 10)
 	for i := range rows {
 		rows[i] = store.Usage{Day: day, CredentialID: fmt.Sprintf("c%d", i%3), TokenID: fmt.Sprintf("t%d", i), Model: "m",

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
@@ -60,7 +62,6 @@ func decodeCredential(id string, r record) (store.Credential, error) {
 func (s *Store) ListCredentials(ctx context.Context) ([]store.Credential, error) {
 	out := []store.Credential{}
 	err := s.run(ctx, "list credentials", func(ctx context.Context) error {
-		out = out[:0]
 		return s.listed(ctx, listRecords, []string{s.k.creds}, []any{s.k.cred}, func(id string, r record) error {
 			c, err := decodeCredential(id, r)
 			out = append(out, c)
@@ -95,30 +96,28 @@ func (s *Store) GetCredential(ctx context.Context, id string) (store.Credential,
 func (s *Store) CreateCredential(ctx context.Context, c store.Credential) error {
 	op := fmt.Sprintf("create credential %q", c.ID)
 	if err := checkID("credential", c.ID); err != nil {
-		return fmt.Errorf("redis: %s: %w", op, err)
+		return s.invalid(op, err)
 	}
-	fields, err := credFields(c, true)
-	if err != nil {
-		return fmt.Errorf("redis: %s: %w", op, err)
-	}
-	return s.run(ctx, op, func(ctx context.Context) error {
-		args := append([]any{c.ID, credIndex(c), s.k.events}, fields...)
-		return s.script(ctx, credCreate, []string{s.k.cred + c.ID, s.k.creds, s.k.credIdx, s.k.gen}, args...)
-	})
+	return s.writeCredential(ctx, op, credCreate, c, true)
 }
 
 // UpdateCredential replaces every field of the credential c.ID except
 // CreatedAt; store.ErrNotFound when it does not exist, store.ErrDuplicate
 // when the new email and cloud id belong to another credential.
 func (s *Store) UpdateCredential(ctx context.Context, c store.Credential) error {
-	op := fmt.Sprintf("update credential %q", c.ID)
-	fields, err := credFields(c, false)
+	return s.writeCredential(ctx, fmt.Sprintf("update credential %q", c.ID), credUpdate, c, false)
+}
+
+// writeCredential runs credCreate or credUpdate (same keys and arguments)
+// with the fields of c.
+func (s *Store) writeCredential(ctx context.Context, op string, sc *goredis.Script, c store.Credential, withCreated bool) error {
+	fields, err := credFields(c, withCreated)
 	if err != nil {
-		return fmt.Errorf("redis: %s: %w", op, err)
+		return s.invalid(op, err)
 	}
 	return s.run(ctx, op, func(ctx context.Context) error {
 		args := append([]any{c.ID, credIndex(c), s.k.events}, fields...)
-		return s.script(ctx, credUpdate, []string{s.k.cred + c.ID, s.k.creds, s.k.credIdx, s.k.gen}, args...)
+		return s.script(ctx, sc, []string{s.k.cred + c.ID, s.k.creds, s.k.credIdx, s.k.gen}, args...)
 	})
 }
 
@@ -146,7 +145,7 @@ func (s *Store) SetCredentialState(ctx context.Context, st store.CredentialState
 	op := fmt.Sprintf("set credential state %q", st.CredentialID)
 	ts, err := nanos(st.Until, st.UpdatedAt)
 	if err != nil {
-		return fmt.Errorf("redis: %s: %w", op, err)
+		return s.invalid(op, err)
 	}
 	expireAt := ""
 	if expires(st.State) {
@@ -177,7 +176,6 @@ func (s *Store) ClearCredentialState(ctx context.Context, credentialID string) e
 func (s *Store) ListCredentialStates(ctx context.Context) ([]store.CredentialState, error) {
 	out := []store.CredentialState{}
 	err := s.run(ctx, "list credential states", func(ctx context.Context) error {
-		out = out[:0]
 		now := time.Now()
 		return s.listed(ctx, listRecords, []string{s.k.states}, []any{s.k.state}, func(id string, r record) error {
 			st := store.CredentialState{CredentialID: id, State: r["state"], Reason: r["reason"]}

@@ -110,15 +110,7 @@ func (l *LimiterStore) Take(ctx context.Context, key string) (tokens, remaining,
 	if l.stopped.Load() {
 		return 0, 0, 0, false, limiter.ErrStopped
 	}
-	var v []int64
-	err = l.s.run(ctx, "rate limit take", func(ctx context.Context) error {
-		var err error
-		v, err = l.call(ctx, limTake, key)
-		if err == nil && len(v) != 4 {
-			err = fmt.Errorf("unexpected reply of %d elements", len(v))
-		}
-		return err
-	})
+	v, err := l.run(ctx, "rate limit take", limTake, 4, key)
 	if err != nil {
 		return 0, 0, 0, false, err
 	}
@@ -131,15 +123,7 @@ func (l *LimiterStore) Get(ctx context.Context, key string) (tokens, remaining u
 	if l.stopped.Load() {
 		return 0, 0, limiter.ErrStopped
 	}
-	var v []int64
-	err = l.s.run(ctx, "rate limit get", func(ctx context.Context) error {
-		var err error
-		v, err = l.call(ctx, limGet, key)
-		if err == nil && len(v) != 2 {
-			err = fmt.Errorf("unexpected reply of %d elements", len(v))
-		}
-		return err
-	})
+	v, err := l.run(ctx, "rate limit get", limGet, 2, key)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -155,10 +139,8 @@ func (l *LimiterStore) Set(ctx context.Context, key string, tokens uint64, inter
 	if interval < time.Millisecond {
 		interval = time.Second
 	}
-	return l.s.run(ctx, "rate limit set", func(ctx context.Context) error {
-		_, err := l.call(ctx, limSet, key, tokens, interval.Milliseconds())
-		return err
-	})
+	_, err := l.run(ctx, "rate limit set", limSet, 2, key, tokens, interval.Milliseconds())
+	return err
 }
 
 // Burst adds tokens to the current window of key.
@@ -166,10 +148,8 @@ func (l *LimiterStore) Burst(ctx context.Context, key string, tokens uint64) err
 	if l.stopped.Load() {
 		return limiter.ErrStopped
 	}
-	return l.s.run(ctx, "rate limit burst", func(ctx context.Context) error {
-		_, err := l.call(ctx, limBurst, key, tokens)
-		return err
-	})
+	_, err := l.run(ctx, "rate limit burst", limBurst, 2, key, tokens)
+	return err
 }
 
 // Close stops the limiter: later calls return limiter.ErrStopped. The
@@ -179,11 +159,18 @@ func (l *LimiterStore) Close(context.Context) error {
 	return nil
 }
 
-func (l *LimiterStore) call(ctx context.Context, sc *goredis.Script, key string, args ...any) ([]int64, error) {
-	all := append([]any{l.tokens, l.interval}, args...)
-	res, err := sc.Run(ctx, l.s.client, []string{l.prefix + key}, all...).Int64Slice()
-	if err != nil {
-		return nil, err
-	}
-	return res, nil
+// run runs a bucket script on key under Store.run and checks that it
+// answered want numbers.
+func (l *LimiterStore) run(ctx context.Context, op string, sc *goredis.Script, want int, key string, args ...any) ([]int64, error) {
+	var v []int64
+	err := l.s.run(ctx, op, func(ctx context.Context) error {
+		var err error
+		all := append([]any{l.tokens, l.interval}, args...)
+		v, err = sc.Run(ctx, l.s.client, []string{l.prefix + key}, all...).Int64Slice()
+		if err == nil && len(v) != want {
+			err = fmt.Errorf("unexpected reply of %d elements", len(v))
+		}
+		return err
+	})
+	return v, err
 }

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/sethvargo/go-limiter"
 
 	"github.com/atlassian-proxy/atlassian-proxy/internal/redistest"
+	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
 type take struct {
@@ -221,5 +223,35 @@ func TestLimiterClose(t *testing.T) {
 	}
 	if err := s.Ping(ctx); err != nil {
 		t.Errorf("Ping after the limiter's Close: %v", err)
+	}
+}
+
+// TestLimiterRedisError: an error reply (a bucket key of another type) is
+// an error of its own: not ErrUnavailable, counted in Errors.
+func TestLimiterRedisError(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	s := openStore(t, srv, Options{Prefix: "lim:"})
+	l := s.Limiter("rpm", 5, time.Minute)
+	if err := rawClient(t, srv).Set(t.Context(), "lim:rl:rpm:k", "a string", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	calls := []struct {
+		name string
+		do   func() error
+	}{
+		{"Take", func() error { _, _, _, _, err := l.Take(t.Context(), "k"); return err }},
+		{"Get", func() error { _, _, err := l.Get(t.Context(), "k"); return err }},
+		{"Set", func() error { return l.Set(t.Context(), "k", 1, time.Second) }},
+		{"Burst", func() error { return l.Burst(t.Context(), "k", 1) }},
+	}
+	for _, c := range calls {
+		err := c.do()
+		if err == nil || errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "WRONGTYPE") {
+			t.Errorf("%s of a bucket of the wrong type: err = %v, want Redis's WRONGTYPE, not ErrUnavailable", c.name, err)
+		}
+	}
+	if n := s.Errors(); n != int64(len(calls)) {
+		t.Errorf("Errors() = %d, want %d", n, len(calls))
 	}
 }

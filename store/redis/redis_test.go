@@ -98,7 +98,7 @@ func exercise(t *testing.T, s *Store) {
 		{"SetAdminPassword", func() error { return s.SetAdminPassword(ctx, store.AdminPassword{Hash: "h"}) }},
 		{"CreateSession", func() error { return s.CreateSession(ctx, store.Session{ID: "s1", LastSeenAt: now}) }},
 		{"AddUsage", func() error {
-			return s.AddUsage(ctx, []store.Usage{{Day: now.UTC().Format(dayLayout), CredentialID: "c1", TokenID: "t1", Model: "m", Requests: 1}})
+			return s.AddUsage(ctx, []store.Usage{{Day: now.UTC().Format(store.DayLayout), CredentialID: "c1", TokenID: "t1", Model: "m", Requests: 1}})
 		}},
 		{"Marker", func() error { _, err := s.Marker(ctx); return err }},
 		{"Limiter", func() error { _, _, _, _, err := s.Limiter("rpm", 10, time.Minute).Take(ctx, "t1"); return err }},

@@ -46,7 +46,6 @@ func decodeToken(id string, r record) (store.APIToken, error) {
 func (s *Store) ListTokens(ctx context.Context) ([]store.APIToken, error) {
 	out := []store.APIToken{}
 	err := s.run(ctx, "list tokens", func(ctx context.Context) error {
-		out = out[:0]
 		return s.listed(ctx, listRecords, []string{s.k.toks}, []any{s.k.tok}, func(id string, r record) error {
 			t, err := decodeToken(id, r)
 			out = append(out, t)
@@ -66,15 +65,15 @@ func (s *Store) ListTokens(ctx context.Context) ([]store.APIToken, error) {
 func (s *Store) CreateToken(ctx context.Context, t store.APIToken) error {
 	op := fmt.Sprintf("create token %q", t.ID)
 	if err := checkID("token", t.ID); err != nil {
-		return fmt.Errorf("redis: %s: %w", op, err)
+		return s.invalid(op, err)
 	}
 	ts, err := nanos(t.CreatedAt, t.ExpiresAt, t.LastUsedAt)
 	if err != nil {
-		return fmt.Errorf("redis: %s: %w", op, err)
+		return s.invalid(op, err)
 	}
 	models, err := store.EncodeModels(t.AllowedModels)
 	if err != nil {
-		return fmt.Errorf("redis: %s: %w", op, err)
+		return s.invalid(op, err)
 	}
 	return s.run(ctx, op, func(ctx context.Context) error {
 		return s.script(ctx, tokCreate, []string{s.k.tok + t.ID, s.k.toks, s.k.tokHash, s.k.gen},
@@ -91,11 +90,11 @@ func (s *Store) UpdateToken(ctx context.Context, t store.APIToken) error {
 	op := fmt.Sprintf("update token %q", t.ID)
 	ts, err := nanos(t.ExpiresAt)
 	if err != nil {
-		return fmt.Errorf("redis: %s: %w", op, err)
+		return s.invalid(op, err)
 	}
 	models, err := store.EncodeModels(t.AllowedModels)
 	if err != nil {
-		return fmt.Errorf("redis: %s: %w", op, err)
+		return s.invalid(op, err)
 	}
 	return s.run(ctx, op, func(ctx context.Context) error {
 		return s.script(ctx, tokUpdate, []string{s.k.tok + t.ID, s.k.gen}, s.k.events,

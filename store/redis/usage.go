@@ -14,24 +14,12 @@ import (
 )
 
 const (
-	// dayLayout is the form of store.Usage.Day.
-	dayLayout = "2006-01-02"
 	// usageTTL is how long the counters of a day live after their last
 	// change.
 	usageTTL = 400 * 24 * time.Hour
 	// usageBatch is how many rows one script of AddUsage adds.
 	usageBatch = 256
 )
-
-// checkDay rejects a day that is not written exactly "2006-01-02", so that
-// the byte order of days is their time order.
-func checkDay(day string) error {
-	d, err := time.Parse(dayLayout, day)
-	if err != nil || d.Format(dayLayout) != day {
-		return fmt.Errorf("invalid day %q (want YYYY-MM-DD)", day)
-	}
-	return nil
-}
 
 // The counters of a day are one hash, usage:<day>. Each row has four
 // fields: a letter naming the counter (r requests, f failures, i input
@@ -70,7 +58,7 @@ func parseUsageKey(f string, u *store.Usage) error {
 func (s *Store) AddUsage(ctx context.Context, rows []store.Usage) error {
 	const op = "add usage"
 	for _, u := range rows {
-		if err := checkDay(u.Day); err != nil {
+		if err := store.CheckDay(u.Day); err != nil {
 			return s.invalid(op, err)
 		}
 	}
@@ -108,13 +96,12 @@ func (s *Store) AddUsage(ctx context.Context, rows []store.Usage) error {
 func (s *Store) ListUsage(ctx context.Context, fromDay, toDay string) ([]store.Usage, error) {
 	const op = "list usage"
 	for _, d := range []string{fromDay, toDay} {
-		if err := checkDay(d); err != nil {
+		if err := store.CheckDay(d); err != nil {
 			return nil, s.invalid(op, err)
 		}
 	}
 	out := []store.Usage{}
 	err := s.run(ctx, op, func(ctx context.Context) error {
-		out = out[:0]
 		return s.listed(ctx, usageList, []string{s.k.usageDays}, []any{s.k.usage, "[" + fromDay, "[" + toDay},
 			func(day string, r record) error {
 				rows := map[string]*store.Usage{}

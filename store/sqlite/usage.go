@@ -3,24 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"fmt"
-	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
-
-// dayLayout is the form of store.Usage.Day.
-const dayLayout = "2006-01-02"
-
-// checkDay rejects a day that is not written exactly "2006-01-02", so that
-// the text order of days is their time order.
-func checkDay(day string) error {
-	d, err := time.Parse(dayLayout, day)
-	if err != nil || d.Format(dayLayout) != day {
-		return fmt.Errorf("invalid day %q (want YYYY-MM-DD)", day)
-	}
-	return nil
-}
 
 // AddUsage adds the counts of every row to the stored row with the same
 // (Day, CredentialID, TokenID, Model), creating it when absent. The whole
@@ -31,7 +16,7 @@ func (s *Store) AddUsage(ctx context.Context, rows []store.Usage) error {
 	}
 	return s.writeRuntime(ctx, "add usage", func(tx *sql.Tx) (bool, error) {
 		for _, u := range rows {
-			if err := checkDay(u.Day); err != nil {
+			if err := store.CheckDay(u.Day); err != nil {
 				return false, err
 			}
 		}
@@ -62,7 +47,7 @@ output_tokens = output_tokens + excluded.output_tokens`)
 func (s *Store) ListUsage(ctx context.Context, fromDay, toDay string) ([]store.Usage, error) {
 	const op = "list usage"
 	for _, d := range []string{fromDay, toDay} {
-		if err := checkDay(d); err != nil {
+		if err := store.CheckDay(d); err != nil {
 			return nil, s.wrap(ctx, op, err)
 		}
 	}
