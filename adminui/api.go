@@ -45,15 +45,7 @@ func (a *Admin) handleLogin(w http.ResponseWriter, r *http.Request) {
 		a.renderServiceError(w, r, err)
 		return
 	}
-	// A new session id at every login; the one the browser had (if any)
-	// is ended, so a planted cookie never becomes a logged-in one.
-	if old := a.sessionID(r); old != "" {
-		if err := a.svc.Logout(ctx, old); err != nil {
-			a.logger.LogAttrs(ctx, slog.LevelWarn, "end previous session", slog.String("error", err.Error()))
-		}
-	}
-	a.logger.LogAttrs(ctx, slog.LevelInfo, "admin logged in", slog.String("client", a.clientKey(r)))
-	http.SetCookie(w, a.sessionCookie(r, id))
+	a.startSession(w, r, id) // a new session id at every login
 	writeJSON(w, http.StatusOK, loginResponse{CSRFToken: csrf, MustChangePassword: mustChange})
 }
 
@@ -157,22 +149,10 @@ func (a *Admin) handleUpdateCredential(w http.ResponseWriter, r *http.Request) {
 	if !a.decodeJSON(w, r, &req) {
 		return
 	}
-	id := chi.URLParam(r, "id")
-	wasEnabled := false
-	if req.Enabled != nil && *req.Enabled {
-		if cur, err := a.svc.GetCredential(r.Context(), id); err == nil {
-			wasEnabled = cur.Enabled
-		}
-	}
-	v, err := a.svc.UpdateCredential(r.Context(), id, CredentialPatch(req))
+	v, err := a.updateCredential(r.Context(), chi.URLParam(r, "id"), CredentialPatch(req))
 	if err != nil {
 		a.renderServiceError(w, r, err)
 		return
-	}
-	// Re-enabling means "try it again": clear the live pool state too. The
-	// pool may not know the credential yet (it resyncs on Changed).
-	if req.Enabled != nil && *req.Enabled && !wasEnabled && a.pool != nil {
-		_ = a.pool.Reset(id)
 	}
 	writeJSON(w, http.StatusOK, v)
 }

@@ -344,8 +344,16 @@ func (c *client) addCredential(email, token string) CredentialView {
 // backend outage does.
 type unavailableStore struct {
 	store.Store
-	down      atomic.Bool
-	usageDown atomic.Bool // ListUsage only
+	down       atomic.Bool
+	usageDown  atomic.Bool // ListUsage only
+	createDown atomic.Bool // CreateCredential only
+}
+
+func (u *unavailableStore) CreateCredential(ctx context.Context, c store.Credential) error {
+	if u.down.Load() || u.createDown.Load() {
+		return errors.Join(errors.New("sqlite: create credential: connection refused"), store.ErrUnavailable)
+	}
+	return u.Store.CreateCredential(ctx, c)
 }
 
 func (u *unavailableStore) ListUsage(ctx context.Context, from, to string) ([]store.Usage, error) {

@@ -127,14 +127,19 @@ func (a *Admin) requireCSRF(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		sess, _ := sessionFrom(r.Context())
-		got := r.Header.Get(csrfHeader)
-		if got == "" || sess.CSRFToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(sess.CSRFToken)) != 1 {
+		if !validCSRF(r, r.Header.Get(csrfHeader)) {
 			renderError(w, http.StatusForbidden, typePermission, "csrf_token_invalid", "", "missing or wrong CSRF token (header "+csrfHeader+")")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// validCSRF reports whether got is the CSRF token of r's session (in
+// constant time; an empty token never matches).
+func validCSRF(r *http.Request, got string) bool {
+	sess, _ := sessionFrom(r.Context())
+	return got != "" && sess.CSRFToken != "" && subtle.ConstantTimeCompare([]byte(got), []byte(sess.CSRFToken)) == 1
 }
 
 // requirePasswordChanged answers 403 while a generated password has not
@@ -255,15 +260,10 @@ func hopAddr(h string) (string, bool) {
 }
 
 func (a *Admin) trusted(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
+	_, ip, ok := addrIP(addr)
+	if !ok {
 		return false
 	}
-	ip = ip.Unmap().WithZone("")
 	for _, p := range a.cfg.TrustedProxies {
 		if p.Contains(ip) {
 			return true
@@ -275,15 +275,10 @@ func (a *Admin) trusted(addr string) bool {
 // clientKey is the throttling key of a client address: its IP, an IPv6
 // address reduced to its /64, since one host usually owns a whole /64.
 func clientKey(remoteAddr string) string {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
+	host, ip, ok := addrIP(remoteAddr)
+	if !ok {
 		return host
 	}
-	ip = ip.Unmap().WithZone("")
 	if ip.Is6() {
 		p, err := ip.Prefix(64)
 		if err == nil {
@@ -291,4 +286,19 @@ func clientKey(remoteAddr string) string {
 		}
 	}
 	return ip.String()
+}
+
+// addrIP reads an address with or without a port ("192.0.2.1:4711",
+// "[::1]:80", "::1"): its host part and, when that is an IP, the IP
+// (IPv4-mapped addresses unmapped, zone dropped).
+func addrIP(addr string) (host string, ip netip.Addr, ok bool) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip, err = netip.ParseAddr(host)
+	if err != nil {
+		return host, netip.Addr{}, false
+	}
+	return host, ip.Unmap().WithZone(""), true
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"embed"
 	"encoding/hex"
 	"errors"
@@ -250,12 +249,11 @@ func (a *Admin) pageCSRF(next http.Handler) http.Handler {
 		if !a.parseForm(w, r) {
 			return
 		}
-		sess, _ := sessionFrom(r.Context())
 		got := r.PostForm.Get(csrfField)
 		if got == "" {
 			got = r.Header.Get(csrfHeader)
 		}
-		if got == "" || sess.CSRFToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(sess.CSRFToken)) != 1 {
+		if !validCSRF(r, got) {
 			a.pageError(w, r, http.StatusForbidden, "Form expired",
 				"This form does not belong to your current session (it may be from an old tab or another login). Reload the page and try again.")
 			return

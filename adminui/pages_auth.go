@@ -130,11 +130,11 @@ func (a *Admin) pagePasswordPost(w http.ResponseWriter, r *http.Request) {
 	if cur == "" {
 		f.Errors["current"] = "Enter your current password."
 	}
-	switch {
+	switch err := validateNewPassword("new", nw); {
 	case nw == "":
 		f.Errors["new"] = "Choose a new password."
-	case validateNewPassword("new", nw) != nil:
-		f.fail(validateNewPassword("new", nw))
+	case err != nil:
+		f.fail(err)
 	case confirm != nw:
 		f.Errors["confirm"] = "The two new passwords differ."
 	}

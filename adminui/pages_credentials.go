@@ -251,8 +251,8 @@ func (a *Admin) pageBulkAdd(w http.ResponseWriter, r *http.Request) {
 	report := make([]bulkLine, 0, len(ins)+len(bad))
 	for i, err := range errs {
 		l := bulkLine{Line: lines[i], Result: "added"}
-		if email, err := validateCredential(CredentialInput{Email: ins[i].Email, Token: "x"}); err == nil {
-			l.Email = email.Email
+		if email, err := validateEmail(ins[i].Email); err == nil {
+			l.Email = email
 		}
 		var ve *ValidationError
 		var ce *ConflictError
@@ -275,14 +275,16 @@ func (a *Admin) pageBulkAdd(w http.ResponseWriter, r *http.Request) {
 
 func (a *Admin) pageEnableCredential(w http.ResponseWriter, r *http.Request) {
 	a.credentialAction(w, r, "enabled", func(ctx context.Context, id string) error {
-		_, err := a.setEnabled(ctx, id, true)
+		enabled := true
+		_, err := a.updateCredential(ctx, id, CredentialPatch{Enabled: &enabled})
 		return err
 	})
 }
 
 func (a *Admin) pageDisableCredential(w http.ResponseWriter, r *http.Request) {
 	a.credentialAction(w, r, "disabled", func(ctx context.Context, id string) error {
-		_, err := a.setEnabled(ctx, id, false)
+		enabled := false
+		_, err := a.updateCredential(ctx, id, CredentialPatch{Enabled: &enabled})
 		return err
 	})
 }
@@ -321,21 +323,22 @@ func (a *Admin) credentialAction(w http.ResponseWriter, r *http.Request, done st
 	redirect(w, r, "/credentials?done="+done)
 }
 
-// setEnabled enables or disables a credential. Re-enabling means "try it
-// again": the live pool state is cleared too (the pool may not know the
-// credential yet: it resyncs on Changed).
-func (a *Admin) setEnabled(ctx context.Context, id string, enabled bool) (CredentialView, error) {
+// updateCredential is Service.UpdateCredential for the API and the pages.
+// Re-enabling means "try it again": the live pool state is cleared too
+// (the pool may not know the credential yet: it resyncs on Changed).
+func (a *Admin) updateCredential(ctx context.Context, id string, p CredentialPatch) (CredentialView, error) {
+	enabling := p.Enabled != nil && *p.Enabled
 	wasEnabled := false
-	if enabled {
+	if enabling {
 		if cur, err := a.svc.GetCredential(ctx, id); err == nil {
 			wasEnabled = cur.Enabled
 		}
 	}
-	v, err := a.svc.UpdateCredential(ctx, id, CredentialPatch{Enabled: &enabled})
+	v, err := a.svc.UpdateCredential(ctx, id, p)
 	if err != nil {
 		return v, err
 	}
-	if enabled && !wasEnabled && a.pool != nil {
+	if enabling && !wasEnabled && a.pool != nil {
 		_ = a.pool.Reset(id)
 	}
 	return v, nil

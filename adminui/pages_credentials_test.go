@@ -246,6 +246,31 @@ func TestCredentialsPageBulk(t *testing.T) {
 	t.Run("empty", func(t *testing.T) {
 		wantPage(t, c.post("/credentials/bulk", url.Values{"lines": {"\n# nothing\n"}}), 400, "Paste at least one email:token line.")
 	})
+	t.Run("store failing", func(t *testing.T) {
+		var u *unavailableStore
+		e := newEnv(t, envOptions{wrapStore: func(s store.Store) store.Store { u = &unavailableStore{Store: s}; return u }})
+		c := e.pageLoggedIn(testPassword)
+		u.createDown.Store(true)
+		before := e.changed.Load()
+		body := wantPage(t, c.post("/credentials/bulk", url.Values{"lines": {"f@example.com:" + tok("f") + "\nnot an email:" + tok("g")}}),
+			http.StatusOK, "not saved: the store failed; try this line again")
+		report := body[strings.Index(body, `id="bulk-report"`):]
+		for _, want := range []string{
+			`<td class="num">1</td><td>f@example.com</td><td><span class="badge result-failed">failed</span>`,
+			`<td class="num">2</td><td>–</td><td><span class="badge result-invalid">invalid</span>`,
+		} {
+			if !strings.Contains(report, want) {
+				t.Errorf("report lacks %s:\n%s", want, report)
+			}
+		}
+		noSecret(t, body, tok("f"), tok("g"))
+		if strings.Contains(body, "sqlite") || strings.Contains(body, "refused") {
+			t.Errorf("the page leaks the store's error: %s", report)
+		}
+		if n := e.changed.Load() - before; n != 0 {
+			t.Errorf("Changed ran %d times with nothing added, want 0", n)
+		}
+	})
 	t.Run("too many lines", func(t *testing.T) {
 		many := strings.Repeat("x@example.com:"+atlassianToken+"\n", maxBulkLines+1)
 		body := wantPage(t, c.post("/credentials/bulk", url.Values{"lines": {many}}), 400, "At most 500 lines at a time.")

@@ -2,6 +2,7 @@ package adminui
 
 import (
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -51,6 +52,11 @@ func TestLoginBusyWhenHashSlotsTaken(t *testing.T) {
 	}
 	if d := res.apiError(t); d.code() != "busy" {
 		t.Errorf("code %q, want busy", d.code())
+	}
+	res = e.client().post("/login", url.Values{"password": {testPassword}})
+	wantPage(t, res, http.StatusServiceUnavailable, "Too many password checks")
+	if got := res.header.Get("Retry-After"); got != "1" {
+		t.Errorf("login page with no free slot: Retry-After %q, want 1", got)
 	}
 	<-svc.hashSem // one slot frees: logins work again
 	e.loggedIn(testPassword)

@@ -44,16 +44,9 @@ func MaskToken(secret string) string {
 }
 
 func validateCredential(in CredentialInput) (CredentialInput, error) {
-	in.Email = strings.TrimSpace(in.Email)
-	switch {
-	case in.Email == "":
-		return in, invalid("email", "email is required")
-	case len(in.Email) > maxEmailLen:
-		return in, invalid("email", "email is too long")
-	}
-	addr, err := mail.ParseAddress(in.Email)
-	if err != nil || addr.Address != in.Email || addr.Name != "" {
-		return in, invalid("email", "email is not a valid address (name@example.com)")
+	var err error
+	if in.Email, err = validateEmail(in.Email); err != nil {
+		return in, err
 	}
 
 	in.Token = strings.TrimSpace(in.Token)
@@ -85,6 +78,23 @@ func validateCredential(in CredentialInput) (CredentialInput, error) {
 		return in, err
 	}
 	return in, nil
+}
+
+// validateEmail checks a credential's email (a bare address, no display
+// name) and returns it trimmed.
+func validateEmail(email string) (string, error) {
+	email = strings.TrimSpace(email)
+	switch {
+	case email == "":
+		return email, invalid("email", "email is required")
+	case len(email) > maxEmailLen:
+		return email, invalid("email", "email is too long")
+	}
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Address != email || addr.Name != "" {
+		return email, invalid("email", "email is not a valid address (name@example.com)")
+	}
+	return email, nil
 }
 
 func validateLabel(label string) (string, error) {

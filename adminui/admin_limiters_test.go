@@ -1,0 +1,71 @@
+package adminui
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sethvargo/go-limiter"
+
+	"github.com/atlassian-proxy/atlassian-proxy/auth"
+	"github.com/atlassian-proxy/atlassian-proxy/ratelimit"
+	"github.com/atlassian-proxy/atlassian-proxy/store/sqlite"
+)
+
+// closeCounted is a real in-process limiter store that counts its Close calls.
+type closeCounted struct {
+	limiter.Store
+	closed int
+}
+
+func (c *closeCounted) Close(ctx context.Context) error {
+	c.closed++
+	return c.Store.Close(ctx)
+}
+
+// TestNewLimitersFail: a login throttling store that cannot be made fails
+// New, and the one made before it is closed (its sweeper stops).
+func TestNewLimitersFail(t *testing.T) {
+	t.Parallel()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "proxy.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	key := make([]byte, auth.KeySize)
+	_, _ = rand.Read(key)
+	c, err := auth.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errDown := errors.New("redis: connection refused")
+	for _, failing := range []string{"ip", "total"} {
+		t.Run(failing, func(t *testing.T) {
+			var made []*closeCounted
+			mk := func(name string, tokens int, window time.Duration) (limiter.Store, error) {
+				if name == failing {
+					return nil, errDown
+				}
+				s, err := ratelimit.Memory(uint64(tokens), window)
+				if err != nil {
+					return nil, err
+				}
+				cc := &closeCounted{Store: s}
+				made = append(made, cc)
+				return cc, nil
+			}
+			a, err := New(Config{}, Deps{Store: st, Cipher: c, Limiters: mk})
+			if !errors.Is(err, errDown) || a != nil {
+				t.Fatalf("New = %v, %v; want nil and the limiter's error", a, err)
+			}
+			for _, s := range made {
+				if s.closed != 1 {
+					t.Errorf("a limiter made before the failure was closed %d times, want 1", s.closed)
+				}
+			}
+		})
+	}
+}
