@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sethvargo/go-limiter"
 
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
 	"github.com/atlassian-proxy/atlassian-proxy/dispatch"
@@ -48,8 +49,9 @@ type envOptions struct {
 	catalog    *gateway.Catalog // nil: the default catalog
 	// transport wraps the gateway client's transport (fault injection).
 	transport func(http.RoundTripper) http.RoundTripper
-	reg       prometheus.Registerer // nil: no metrics
-	usage     UsageRecorder         // nil: no usage accounting
+	reg       prometheus.Registerer                      // nil: no metrics
+	usage     UsageRecorder                              // nil: no usage accounting
+	limiters  func(perMinute int) (limiter.Store, error) // nil: in-process stores
 }
 
 type env struct {
@@ -141,6 +143,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	a, err := New(o.cfg, Deps{
 		Logger: logger, Tokens: e.tokens, Catalog: catalog,
 		Upstream: client, Dispatcher: d, Ready: ready, Registerer: o.reg, Usage: o.usage,
+		Limiters: o.limiters,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -20,12 +20,13 @@ import (
 // rateWindow is the window of store.APIToken.RateLimit (requests per minute).
 const rateWindow = time.Minute
 
-// tokenLimits enforces the per-token rate limits: one in-memory limiter
-// store per distinct rate, created on first use and keyed by token id. A
-// token whose rate changes moves to another store, with a full bucket.
-// The limits hold per replica: each process counts its own requests.
+// tokenLimits enforces the per-token rate limits: one limiter store per
+// distinct rate, created on first use and keyed by token id. A token whose
+// rate changes moves to another store, with a full bucket. With the default
+// in-memory stores the limits hold per replica (each process counts its own
+// requests); Deps.Limiters may make stores shared by replicas.
 type tokenLimits struct {
-	make   func(perMinute int) (limiter.Store, error) // nil: memorystore
+	make   func(perMinute int) (limiter.Store, error) // nil: ratelimit.Memory
 	stores sync.Map                                   // int (requests per minute) → limiter.Store
 
 	mu     sync.Mutex // creation and Close
@@ -64,15 +65,13 @@ func (l *tokenLimits) store(rate int) (limiter.Store, error) {
 	if st, ok := l.stores.Load(rate); ok {
 		return st.(limiter.Store), nil
 	}
+	var st limiter.Store
+	var err error
 	if l.make != nil {
-		st, err := l.make(rate)
-		if err != nil {
-			return nil, fmt.Errorf("api: token rate limit: %w", err)
-		}
-		l.stores.Store(rate, st)
-		return st, nil
+		st, err = l.make(rate)
+	} else {
+		st, err = ratelimit.Memory(uint64(rate), rateWindow)
 	}
-	st, err := ratelimit.Memory(uint64(rate), rateWindow)
 	if err != nil {
 		return nil, fmt.Errorf("api: token rate limit: %w", err)
 	}

@@ -1,11 +1,19 @@
 package api
 
 import (
+	"errors"
+	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/sethvargo/go-limiter"
 
 	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
+	"github.com/atlassian-proxy/atlassian-proxy/ratelimit"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
@@ -114,5 +122,45 @@ func TestCloseStopsRateLimiters(t *testing.T) {
 	}
 	if resp, body := e.chatWith(one); resp.StatusCode != http.StatusOK {
 		t.Errorf("after Close: status = %d (%s), want 200 (no limiter left)", resp.StatusCode, body)
+	}
+}
+
+// TestTokenRateLimitStores: the stores of Deps.Limiters are used (one per
+// rate, made once); a maker that fails lets the request through and says
+// so in the log, as a limiter that cannot answer does.
+func TestTokenRateLimitStores(t *testing.T) {
+	var made []int
+	e := newEnv(t, envOptions{limiters: func(perMinute int) (limiter.Store, error) {
+		made = append(made, perMinute) // under tokenLimits.mu
+		return ratelimit.Memory(uint64(perMinute), time.Minute)
+	}})
+	two := e.addToken("two a minute", withRate(2))
+	for i := range 2 {
+		if resp, body := e.chatWith(two); resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: status = %d (%s), want 200", i+1, resp.StatusCode, body)
+		}
+	}
+	if resp, _ := e.chatWith(two); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("after 2: status = %d, want 429", resp.StatusCode)
+	}
+	if !slices.Equal(made, []int{2}) {
+		t.Errorf("stores made for rates %v, want one for 2", made)
+	}
+
+	var logs lockedBuffer
+	f := newEnv(t, envOptions{
+		logHandler: slog.NewJSONHandler(&logs, nil),
+		limiters: func(int) (limiter.Store, error) {
+			return nil, errors.New("no limiter here")
+		},
+	})
+	one := f.addToken("one a minute", withRate(1))
+	for i := range 2 {
+		if resp, body := f.chatWith(one); resp.StatusCode != http.StatusOK {
+			t.Errorf("request %d with no limiter store: status = %d (%s), want 200", i+1, resp.StatusCode, body)
+		}
+	}
+	if !strings.Contains(logs.String(), "token rate limit not checked") || !strings.Contains(logs.String(), "no limiter here") {
+		t.Errorf("no warning about the unchecked limit in the log:\n%s", logs.String())
 	}
 }

@@ -17,15 +17,15 @@ import (
 type tokenKey struct{}
 
 // tokenFrom returns the verified client token of the request, if any.
+func tokenFrom(ctx context.Context) (store.APIToken, bool) {
+	t, ok := ctx.Value(tokenKey{}).(store.APIToken)
+	return t, ok
+}
+
 // tokenID is the id of the request's API token ("" when none).
 func tokenID(ctx context.Context) string {
 	t, _ := tokenFrom(ctx)
 	return t.ID
-}
-
-func tokenFrom(ctx context.Context) (store.APIToken, bool) {
-	t, ok := ctx.Value(tokenKey{}).(store.APIToken)
-	return t, ok
 }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" header.

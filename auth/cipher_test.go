@@ -313,3 +313,40 @@ func fileMode(t *testing.T, path string, want os.FileMode) {
 		t.Errorf("mode of %s = %o, want %o", path, got, want)
 	}
 }
+
+func TestReplaceKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret.key")
+	if _, err := auth.LoadOrCreateKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t, 7)
+	if err := auth.ReplaceKeyFile(path, key); err != nil {
+		t.Fatalf("ReplaceKeyFile: %v", err)
+	}
+	got, err := auth.LoadOrCreateKeyFile(path)
+	if err != nil || !bytes.Equal(got, key) {
+		t.Errorf("the key file holds %x (%v), want the new key", got, err)
+	}
+	fileMode(t, path, 0o600)
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 1 {
+		t.Errorf("directory holds %d entries (%v), want only the key file (temporary files removed)", len(entries), err)
+	}
+
+	// Failures leave the key file as it was.
+	if err := auth.ReplaceKeyFile(path, key[:16]); err == nil {
+		t.Error("a 16-byte key was written")
+	}
+	if err := auth.ReplaceKeyFile(filepath.Join(dir, "missing", "secret.key"), key); err == nil {
+		t.Error("a key was written into a directory that does not exist")
+	}
+	if err := auth.ReplaceKeyFile(dir, newKey(t, 8)); err == nil { // a directory cannot be renamed over
+		t.Error("a key file replaced a directory")
+	}
+	if got, err := auth.LoadOrCreateKeyFile(path); err != nil || !bytes.Equal(got, key) {
+		t.Errorf("after failed replacements the key file holds %x (%v), want the last key", got, err)
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 1 {
+		t.Errorf("directory holds %d entries (%v) after failures, want only the key file", len(entries), err)
+	}
+}

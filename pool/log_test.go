@@ -112,7 +112,7 @@ func TestBlockedLogDoesNotStallDone(t *testing.T) {
 func TestLogsBeforeRunAreWritten(t *testing.T) {
 	h := &gatedHandler{attr: map[string]int64{}}
 	p := newPool(t, Config{}, Deps{Logger: slog.New(h)})
-	p.Sync([]Spec{spec("a", 1)}, []store.CredentialState{{CredentialID: "a", State: storedInvalid,
+	p.Sync([]Spec{spec("a", 1)}, []store.CredentialState{{CredentialID: "a", State: store.StateInvalid,
 		Reason: OutcomeUnauthorized.String(), UpdatedAt: time.Now()}})
 	if l := len(p.bg.logs); l != 0 {
 		t.Errorf("%d records queued before Run, want them written at once", l)

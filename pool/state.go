@@ -19,12 +19,6 @@ const (
 	healthInvalid
 )
 
-// Values of store.CredentialState.State.
-const (
-	storedCooling = store.StateCooling
-	storedInvalid = store.StateInvalid
-)
-
 // rules are the timing parameters of the transition function (from Config).
 type rules struct {
 	backoffBase, backoffMax time.Duration
@@ -315,7 +309,7 @@ func (s *state) onRestore(r rules, st store.CredentialState, now time.Time, fx *
 	}
 	reason, known := ParseOutcome(st.Reason)
 	switch st.State {
-	case storedCooling:
+	case store.StateCooling:
 		if !st.Until.After(now) {
 			return
 		}
@@ -333,7 +327,7 @@ func (s *state) onRestore(r rules, st store.CredentialState, now time.Time, fx *
 			s.failures = 0
 			s.changedAt = latest(st.UpdatedAt, now)
 		}
-	case storedInvalid:
+	case store.StateInvalid:
 		if s.health == healthInvalid {
 			return
 		}
@@ -402,9 +396,9 @@ func (s *state) startCheck(fx *effects) {
 func (s state) record(id string) store.CredentialState {
 	st := store.CredentialState{CredentialID: id, Reason: s.reason.String(), UpdatedAt: s.changedAt}
 	if s.health == healthInvalid {
-		st.State = storedInvalid
+		st.State = store.StateInvalid
 	} else {
-		st.State, st.Until = storedCooling, s.until
+		st.State, st.Until = store.StateCooling, s.until
 	}
 	return st
 }

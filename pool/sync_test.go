@@ -109,7 +109,7 @@ func TestSyncUnchanged(t *testing.T) {
 		l.Done(OutcomeSuccess, Usage{})
 
 		// A stored state is offered once, and again only when newer.
-		cooling := store.CredentialState{CredentialID: "c005", State: storedCooling,
+		cooling := store.CredentialState{CredentialID: "c005", State: store.StateCooling,
 			Reason: OutcomeRateLimited.String(), Until: time.Now().Add(time.Minute), UpdatedAt: time.Now()}
 		p.Sync(sp2, []store.CredentialState{cooling})
 		synctest.Wait()

@@ -22,8 +22,8 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
-// DayLayout is the layout of store.Usage.Day.
-const DayLayout = "2006-01-02"
+// DayLayout is the layout of store.Usage.Day (store.DayLayout).
+const DayLayout = store.DayLayout
 
 // Window is how many minutes Minutes can look back.
 const Window = 60
@@ -91,6 +91,10 @@ type Recorder struct {
 	minutes [Window]Minute // ring, indexed by unix minute % Window
 	errs    [recentErrors]ErrorEvent
 	nerrs   int // total errors recorded (ring position)
+
+	// day is the UTC day starting at dayStart in DayLayout (see dayOf).
+	dayStart time.Time
+	day      string
 }
 
 // New returns a Recorder writing to sink (nil: keep only the in-memory views).
@@ -113,7 +117,6 @@ func New(sink Sink, cfg Config) *Recorder {
 // Record counts one answered request.
 func (r *Recorder) Record(e Event) {
 	now := r.cfg.Now().UTC()
-	k := key{day: now.Format(DayLayout), cred: e.CredentialID, token: e.TokenID, model: e.Model}
 	var failed int64
 	if e.Failed {
 		failed = 1
@@ -121,6 +124,7 @@ func (r *Recorder) Record(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.sink != nil {
+		k := key{day: r.dayOf(now), cred: e.CredentialID, token: e.TokenID, model: e.Model}
 		row := r.pending[k]
 		if row == nil {
 			row = &store.Usage{Day: k.day, CredentialID: k.cred, TokenID: k.token, Model: k.model}
@@ -140,6 +144,16 @@ func (r *Recorder) Record(e Event) {
 		r.errs[r.nerrs%recentErrors] = ErrorEvent{At: now, CredentialID: e.CredentialID, Model: e.Model, Error: e.Error}
 		r.nerrs++
 	}
+}
+
+// dayOf returns now's day in DayLayout, formatted once per day rather
+// than on every request; r.mu is held.
+func (r *Recorder) dayOf(now time.Time) string {
+	// A UTC day is 24 h from the zero time's midnight: Truncate finds it.
+	if start := now.Truncate(24 * time.Hour); r.day == "" || !start.Equal(r.dayStart) {
+		r.dayStart, r.day = start, now.Format(DayLayout)
+	}
+	return r.day
 }
 
 // minute returns the ring slot of now's minute, cleared when it held an

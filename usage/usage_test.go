@@ -134,6 +134,18 @@ func TestMinutesAndErrors(t *testing.T) {
 	}
 }
 
+// Record is on every request's path: counting a request whose row is
+// already pending allocates nothing (the day is formatted once a day).
+func TestRecordAllocations(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	r := usage.New(openStore(t), usage.Config{Now: c.now})
+	ev := usage.Event{CredentialID: "c1", TokenID: "t1", Model: "m", InputTokens: 3, OutputTokens: 2}
+	r.Record(ev)
+	if n := testing.AllocsPerRun(100, func() { r.Record(ev) }); n != 0 {
+		t.Errorf("Record allocates %v times per call, want 0", n)
+	}
+}
+
 // Run writes what is pending when its context ends.
 func TestRunFlushesOnStop(t *testing.T) {
 	st := openStore(t)

@@ -37,7 +37,7 @@ func (f *storeFlags) register(fs *flag.FlagSet, e env) {
 	fs.StringVar(&f.redisURL, "redis-url", "", "use the Redis store at this URL (env REDIS_URL; default: the embedded store)")
 	prefix := e.getenv("REDIS_PREFIX")
 	if prefix == "" {
-		prefix = "atlassian-proxy:"
+		prefix = redisstore.DefaultPrefix
 	}
 	fs.StringVar(&f.redisPrefix, "redis-prefix", prefix, "prefix of the Redis keys (env REDIS_PREFIX)")
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
 )
 
 // config is everything the server reads from its environment and flags.
@@ -90,7 +92,7 @@ func settings() []setting {
 			set: func(c *config, v string) error { return parsePositive(v, &c.MaxConcurrency) }},
 		{env: "SHUTDOWN_GRACE", flag: "shutdown-grace", def: "25s", help: "time in-flight requests get to finish on shutdown",
 			set: func(c *config, v string) error { return parseDuration(v, &c.ShutdownGrace) }},
-		{env: "SHUTDOWN_DELAY", flag: "shutdown-delay", def: "5s", emptyAllowed: false,
+		{env: "SHUTDOWN_DELAY", flag: "shutdown-delay", def: "5s",
 			help: "after SIGTERM, how long new connections are still accepted while /ready already answers 503 (0s: none)",
 			set:  func(c *config, v string) error { return parseNonNegativeDuration(v, &c.ShutdownDelay) }},
 		{env: "REDIS_URL", flag: "redis-url", def: "", secret: true,
@@ -98,7 +100,7 @@ func settings() []setting {
 			set:  func(c *config, v string) error { return parseRedisURL(v, &c.RedisURL) }},
 		{env: "REDIS_PASSWORD", flag: "redis-password", def: "", secret: true, help: "Redis password (overrides one in REDIS_URL)",
 			set: func(c *config, v string) error { c.RedisPassword = v; return nil }},
-		{env: "REDIS_PREFIX", flag: "redis-prefix", def: "atlassian-proxy:", help: "prefix of every Redis key, so deployments can share a Redis",
+		{env: "REDIS_PREFIX", flag: "redis-prefix", def: redisstore.DefaultPrefix, help: "prefix of every Redis key, so deployments can share a Redis",
 			set: func(c *config, v string) error { return nonEmpty(v, &c.RedisPrefix) }},
 		{env: "TRUSTED_PROXIES", flag: "trusted-proxies", def: "",
 			help: "comma-separated IPs or CIDRs of load balancers whose X-Forwarded-For gives the client IP",
