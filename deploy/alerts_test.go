@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -26,21 +25,16 @@ var update = flag.Bool("update", false, "rewrite "+prometheusRuleFile+" from "+a
 // generatedMetrics are series that Prometheus itself adds to every target.
 var generatedMetrics = []string{"up"}
 
-var (
-	promcheckOnce sync.Once
-	promcheckBin  string
-	promcheckErr  error
-)
+var promcheckTool tool
 
 // promcheck returns the binary of ./promcheck (its own module, pinned to a
 // Prometheus release), built once per test process.
 func promcheck(t *testing.T) string {
 	t.Helper()
-	promcheckOnce.Do(func() {
+	return promcheckTool.get(t, func() (string, error) {
 		dir, err := tempDir()
 		if err != nil {
-			promcheckErr = err
-			return
+			return "", err
 		}
 		bin := filepath.Join(dir, "promcheck")
 		// go test puts its own go first on PATH.
@@ -48,15 +42,10 @@ func promcheck(t *testing.T) string {
 		cmd.Dir = "promcheck"
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			promcheckErr = errors.New("build deploy/promcheck: " + err.Error() + "\n" + string(out))
-			return
+			return "", errors.New("build deploy/promcheck: " + err.Error() + "\n" + string(out))
 		}
-		promcheckBin = bin
+		return bin, nil
 	})
-	if promcheckErr != nil {
-		t.Fatal(promcheckErr)
-	}
-	return promcheckBin
 }
 
 type checkedRule struct {

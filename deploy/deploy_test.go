@@ -41,39 +41,46 @@ const (
 	redisPort  = 6379
 )
 
-var (
-	kustomizeOnce sync.Once
-	kustomizeBin  string
-	kustomizeErr  error
-)
+// tool is a program the tests build once per test process.
+type tool struct {
+	once sync.Once
+	bin  string
+	err  error
+}
 
-// kustomize returns a kustomize binary, built once per test process.
+// get returns the tool's binary, made by build on the first call; a
+// failure fails every test that needs the tool.
+func (tl *tool) get(t *testing.T, build func() (string, error)) string {
+	t.Helper()
+	tl.once.Do(func() { tl.bin, tl.err = build() })
+	if tl.err != nil {
+		t.Fatal(tl.err)
+	}
+	return tl.bin
+}
+
+var kustomizeTool tool
+
+// kustomize returns a kustomize binary: $KUSTOMIZE, or one built once per
+// test process.
 func kustomize(t *testing.T) string {
 	t.Helper()
-	kustomizeOnce.Do(func() {
+	return kustomizeTool.get(t, func() (string, error) {
 		if bin := os.Getenv("KUSTOMIZE"); bin != "" {
-			kustomizeBin = bin
-			return
+			return bin, nil
 		}
 		dir, err := tempDir()
 		if err != nil {
-			kustomizeErr = err
-			return
+			return "", err
 		}
 		// go test puts its own go first on PATH.
 		cmd := exec.Command("go", "install", kustomizeModule)
 		cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			kustomizeErr = errors.New("go install " + kustomizeModule + ": " + err.Error() + "\n" + string(out))
-			return
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", errors.New("go install " + kustomizeModule + ": " + err.Error() + "\n" + string(out))
 		}
-		kustomizeBin = filepath.Join(dir, "kustomize")
+		return filepath.Join(dir, "kustomize"), nil
 	})
-	if kustomizeErr != nil {
-		t.Fatal(kustomizeErr)
-	}
-	return kustomizeBin
 }
 
 var (

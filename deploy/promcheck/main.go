@@ -1,7 +1,7 @@
 // Command promcheck validates Prometheus rule files the way Prometheus loads
 // them (strict YAML, PromQL syntax, durations, label and annotation
 // templates) and prints, as JSON, every rule with the metric names its
-// expression selects. deploy/deploy_test.go builds and runs it to check the
+// expression selects. deploy/alerts_test.go builds and runs it to check the
 // alert rules against the metrics the program exports.
 //
 // It is its own module so that the main module does not depend on
