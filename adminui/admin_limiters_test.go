@@ -2,17 +2,13 @@ package adminui
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/sethvargo/go-limiter"
 
-	"github.com/atlassian-proxy/atlassian-proxy/auth"
 	"github.com/atlassian-proxy/atlassian-proxy/ratelimit"
-	"github.com/atlassian-proxy/atlassian-proxy/store/sqlite"
 )
 
 // closeCounted is a real in-process limiter store that counts its Close calls.
@@ -30,17 +26,7 @@ func (c *closeCounted) Close(ctx context.Context) error {
 // New, and the one made before it is closed (its sweeper stops).
 func TestNewLimitersFail(t *testing.T) {
 	t.Parallel()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "proxy.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	key := make([]byte, auth.KeySize)
-	_, _ = rand.Read(key)
-	c, err := auth.NewCipher(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, c := openStoreCipher(t)
 	errDown := errors.New("redis: connection refused")
 	for _, failing := range []string{"ip", "total"} {
 		t.Run(failing, func(t *testing.T) {

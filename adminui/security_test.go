@@ -328,7 +328,9 @@ type bubbleEnv struct {
 	st    *sqlite.Store
 }
 
-func newBubbleEnv(t *testing.T, cfg Config) *bubbleEnv {
+// openStoreCipher opens a fresh SQLite store (closed at cleanup) and a
+// cipher with a random key.
+func openStoreCipher(t *testing.T) (*sqlite.Store, *auth.Cipher) {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "proxy.db"))
 	if err != nil {
@@ -341,6 +343,12 @@ func newBubbleEnv(t *testing.T, cfg Config) *bubbleEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st, c
+}
+
+func newBubbleEnv(t *testing.T, cfg Config) *bubbleEnv {
+	t.Helper()
+	st, c := openStoreCipher(t)
 	a, err := New(cfg, Deps{Store: st, Cipher: c})
 	if err != nil {
 		t.Fatal(err)
