@@ -1,45 +1,21 @@
 package api
 
 import (
-	"bytes"
-	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 )
 
-// lockedBuffer is an io.Writer safe for the concurrent writes of a logger.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // accessLines returns the access log lines of a route.
-func accessLines(t *testing.T, logs, route string) []map[string]any {
+func accessLines(t *testing.T, logs *logtest.Buffer, route string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for line := range strings.Lines(logs) {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if m["msg"] == "request" && m["route"] == route {
+	for _, m := range logs.Messages(t, "request") {
+		if m["route"] == route {
 			out = append(out, m)
 		}
 	}
@@ -47,7 +23,7 @@ func accessLines(t *testing.T, logs, route string) []map[string]any {
 }
 
 func TestAccessLogAttributes(t *testing.T) {
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	e := newEnv(t, envOptions{
 		logHandler: slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
 		creds:      []fake.Credential{testCred("c1", fake.Behavior{})},
@@ -59,9 +35,9 @@ func TestAccessLogAttributes(t *testing.T) {
 		t.Fatalf("stream status = %d (%s)", resp.StatusCode, body)
 	}
 	eventually(t, 2*time.Second, "two access log lines", func() bool {
-		return len(accessLines(t, logs.String(), "/v1/chat/completions")) == 2
+		return len(accessLines(t, &logs, "/v1/chat/completions")) == 2
 	})
-	for i, line := range accessLines(t, logs.String(), "/v1/chat/completions") {
+	for i, line := range accessLines(t, &logs, "/v1/chat/completions") {
 		want := map[string]any{
 			"credential_id": "c1", "attempts": float64(1), "outcome": "success",
 			"model": "anthropic:claude-sonnet-4@20250514", "status": float64(200), "stream": i == 1,

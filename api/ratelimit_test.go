@@ -12,6 +12,7 @@ import (
 
 	"github.com/sethvargo/go-limiter"
 
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 	"github.com/atlassian-proxy/atlassian-proxy/openaierr"
 	"github.com/atlassian-proxy/atlassian-proxy/ratelimit"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
@@ -147,7 +148,7 @@ func TestTokenRateLimitStores(t *testing.T) {
 		t.Errorf("stores made for rates %v, want one for 2", made)
 	}
 
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	f := newEnv(t, envOptions{
 		logHandler: slog.NewJSONHandler(&logs, nil),
 		limiters: func(int) (limiter.Store, error) {

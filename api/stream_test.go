@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 )
 
@@ -228,7 +228,7 @@ func (b *panickyBody) Read(p []byte) (int, error) {
 // client's stream with an error event (not the process), is logged with
 // its stack, and returns the lease as a broken stream.
 func TestStreamReaderPanic(t *testing.T) {
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	e := newEnv(t, envOptions{
 		logHandler: slog.NewJSONHandler(&logs, nil),
 		creds:      []fake.Credential{testCred("c1", fake.Behavior{EventDelay: 20 * time.Millisecond})},
@@ -256,12 +256,8 @@ func TestStreamReaderPanic(t *testing.T) {
 		return strings.Contains(logs.String(), "panic in the stream reader")
 	})
 	var rec map[string]any
-	for line := range strings.Lines(logs.String()) {
-		if strings.Contains(line, "panic in the stream reader") {
-			if err := json.Unmarshal([]byte(line), &rec); err != nil {
-				t.Fatalf("log line %q: %v", line, err)
-			}
-		}
+	if recs := logs.Messages(t, "panic in the stream reader"); len(recs) > 0 {
+		rec = recs[len(recs)-1]
 	}
 	if rec["level"] != "ERROR" || rec["panic"] != "injected fault: reading the upstream stream" {
 		t.Errorf("log record = %v, want level ERROR and the panic value", rec)

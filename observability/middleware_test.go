@@ -2,9 +2,7 @@ package observability_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,47 +17,18 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 	"github.com/atlassian-proxy/atlassian-proxy/observability"
 )
-
-// syncBuffer collects log output written by server goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // lines returns the JSON log lines whose msg is msg, waiting up to 5 s for
 // at least n of them (the access log line is written as the handler
 // returns, which may be just after the client saw the response).
-func (b *syncBuffer) lines(t *testing.T, msg string, n int) []map[string]any {
+func lines(t *testing.T, b *logtest.Buffer, msg string, n int) []map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		var out []map[string]any
-		for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
-			if l == "" {
-				continue
-			}
-			var m map[string]any
-			if err := json.Unmarshal([]byte(l), &m); err != nil {
-				t.Fatalf("log line %q is not JSON: %v", l, err)
-			}
-			if m["msg"] == msg {
-				out = append(out, m)
-			}
-		}
+		out := b.Messages(t, msg)
 		if len(out) >= n || time.Now().After(deadline) {
 			if len(out) < n {
 				t.Fatalf("got %d %q log lines, want %d; log:\n%s", len(out), msg, n, b.String())
@@ -70,9 +39,9 @@ func (b *syncBuffer) lines(t *testing.T, msg string, n int) []map[string]any {
 	}
 }
 
-func newTestLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
+func newTestLogger(t *testing.T) (*slog.Logger, *logtest.Buffer) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &logtest.Buffer{}
 	l, err := observability.NewLogger(buf, observability.LogConfig{Level: "debug"})
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +183,7 @@ func TestAccessLog(t *testing.T) {
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status = %d, want %d", resp.StatusCode, tt.status)
 			}
-			line := logs.lines(t, "request", i+1)[i]
+			line := lines(t, logs, "request", i+1)[i]
 			want := map[string]any{
 				"level": tt.level, "method": "GET", "path": tt.wantPath, "route": tt.wantRoute,
 				"status": float64(tt.status), "bytes": float64(tt.bytes), "request_id": tt.reqID, "remote": "127.0.0.1",
@@ -272,13 +241,13 @@ func TestRecover(t *testing.T) {
 	if resp.Header.Get(observability.RequestIDHeader) == "" {
 		t.Errorf("X-Request-Id missing from the 500")
 	}
-	p := logs.lines(t, "panic in handler", 1)[0]
+	p := lines(t, logs, "panic in handler", 1)[0]
 	if p["level"] != "ERROR" || !strings.Contains(p["panic"].(string), "boom with") ||
 		!strings.Contains(p["stack"].(string), "middleware_test.go") || p["path"] != "/boom" ||
 		p["request_id"] != resp.Header.Get(observability.RequestIDHeader) {
 		t.Errorf("panic log line = %v", p)
 	}
-	a := logs.lines(t, "request", 1)[0]
+	a := lines(t, logs, "request", 1)[0]
 	if a["status"] != 500.0 || a["route"] != "/boom" {
 		t.Errorf("access log status, route = %v, %v; want 500, /boom", a["status"], a["route"])
 	}
@@ -327,7 +296,7 @@ func TestRecoverRepanics(t *testing.T) {
 			if !tt.wantStarted && strings.Contains(out, "panic in handler") {
 				t.Errorf("ErrAbortHandler was logged as a panic:\n%s", out)
 			}
-			if a := logs.lines(t, "request", 1)[0]; a["aborted"] != true {
+			if a := lines(t, logs, "request", 1)[0]; a["aborted"] != true {
 				t.Errorf("access log line aborted = %v, want true", a["aborted"])
 			}
 		})
@@ -408,7 +377,7 @@ func TestStreamingThroughMiddlewares(t *testing.T) {
 	if err := <-handlerErr; err != nil {
 		t.Fatal(err)
 	}
-	a := logs.lines(t, "request", 1)[0]
+	a := lines(t, logs, "request", 1)[0]
 	if a["status"] != 200.0 || a["bytes"] != float64(3*len("data: 0\n\n")) || a["route"] != "/v1/stream" {
 		t.Errorf("access log = %v", a)
 	}

@@ -1,9 +1,7 @@
 package usage_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 	"github.com/atlassian-proxy/atlassian-proxy/internal/redistest"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
@@ -278,41 +277,13 @@ func TestFlushDropsRowsOnOtherErrors(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer written by Run's goroutine and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// records decodes the JSON log lines written so far.
-func (l *lockedBuffer) records(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for line := range strings.Lines(l.b.String()) {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // Run logs a flush whose rows are dropped, once: the rows are not retried
 // at the next ticks, and what comes after them is written.
 func TestRunLogsDroppedRows(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := openStore(t)
 		c := &clock{t: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)} // a day the store refuses
-		var logs lockedBuffer
+		var logs logtest.Buffer
 		const every = time.Second
 		r := usage.New(st, usage.Config{FlushInterval: every, Now: c.now, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 		ctx, cancel := context.WithCancel(t.Context())
@@ -324,7 +295,7 @@ func TestRunLogsDroppedRows(t *testing.T) {
 		synctest.Wait()
 		warnings := func() []map[string]any {
 			var w []map[string]any
-			for _, rec := range logs.records(t) {
+			for _, rec := range logs.Records(t) {
 				if rec["level"] == "WARN" && strings.HasPrefix(rec["msg"].(string), "usage: flush failed") {
 					w = append(w, rec)
 				}

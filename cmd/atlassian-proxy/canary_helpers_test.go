@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 )
 
 // The canary test's secrets, scanner, recorder and HTTP helpers (canary_test.go runs the scenarios).
@@ -373,7 +374,7 @@ type exchange struct {
 	request string
 	status  int
 	header  http.Header
-	body    *syncBuffer
+	body    *logtest.Buffer
 }
 
 type exKey struct{}
@@ -403,7 +404,7 @@ func (rt *recTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	fmt.Fprintf(&rb, "%s %s\n", req.Method, req.URL)
 	_ = req.Header.Write(&rb)
 	rb.Write(body)
-	ex := &exchange{label: o.label, allow: o.allow, reflect: o.reflect, request: rb.String(), body: &syncBuffer{}}
+	ex := &exchange{label: o.label, allow: o.allow, reflect: o.reflect, request: rb.String(), body: &logtest.Buffer{}}
 	rt.rec.mu.Lock()
 	rt.rec.all = append(rt.rec.all, ex)
 	rt.rec.mu.Unlock()

@@ -16,10 +16,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 )
 
 // binary is the atlassian-proxy executable the end-to-end tests run: built
@@ -49,24 +50,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe to write from a process pipe and read from the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proxy is a running atlassian-proxy process.
 type proxy struct {
 	cmd        *exec.Cmd
@@ -74,8 +57,8 @@ type proxy struct {
 	MetricsURL string
 	DataDir    string
 	WorkDir    string // the process's working directory, empty at start
-	Stdout     *syncBuffer
-	Stderr     *syncBuffer
+	Stdout     *logtest.Buffer
+	Stderr     *logtest.Buffer
 	done       chan struct{}
 	waitErr    error
 }
@@ -103,7 +86,7 @@ func startProxy(t *testing.T, env map[string]string, args ...string) *proxy {
 func spawnProxy(t *testing.T, env map[string]string, args ...string) *proxy {
 	t.Helper()
 	port := freePort(t)
-	p := &proxy{URL: "http://127.0.0.1:" + strconv.Itoa(port), Stdout: &syncBuffer{}, Stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proxy{URL: "http://127.0.0.1:" + strconv.Itoa(port), Stdout: &logtest.Buffer{}, Stderr: &logtest.Buffer{}, done: make(chan struct{})}
 	p.MetricsURL = "http://127.0.0.1:" + strconv.Itoa(freePort(t)) + "/metrics"
 	full := map[string]string{"PORT": strconv.Itoa(port), "HOST": "127.0.0.1", "LOG_FORMAT": "json",
 		"METRICS_ADDR":   strings.TrimSuffix(strings.TrimPrefix(p.MetricsURL, "http://"), "/metrics"),

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -232,7 +233,42 @@ func (a *app) limiter(name string, tokens uint64, window time.Duration) (limiter
 	if a.redis == nil {
 		return local, nil
 	}
-	return ratelimit.Fallback(a.redis.Limiter(name, tokens, window), local, nil), nil
+	warn := &limiterWarning{logger: a.logger, name: name, every: limiterWarnEvery}
+	return ratelimit.Fallback(a.redis.Limiter(name, tokens, window), local, warn.failed), nil
+}
+
+// limiterWarnEvery is how often, at most, a failing shared limiter store
+// is logged: it fails at most about once a second (ratelimit.RetryAfter)
+// for as long as Redis is away.
+const limiterWarnEvery = time.Minute
+
+// limiterWarning logs the failures of one shared limiter store, at most
+// once per every, with the number of failures since the last line: an
+// operator learns that the limit holds per replica for now, without a line
+// per request.
+type limiterWarning struct {
+	logger *slog.Logger
+	name   string
+	every  time.Duration
+
+	mu       sync.Mutex
+	loggedAt time.Time
+	failures int // since the last line
+}
+
+func (w *limiterWarning) failed(err error) {
+	w.mu.Lock()
+	w.failures++
+	now := time.Now()
+	if !w.loggedAt.IsZero() && now.Sub(w.loggedAt) < w.every {
+		w.mu.Unlock()
+		return
+	}
+	n := w.failures
+	w.failures, w.loggedAt = 0, now
+	w.mu.Unlock()
+	w.logger.Warn("a shared rate limit store failed; the limit holds per replica until Redis answers",
+		"limiter", w.name, "failures", n, "err", err)
 }
 
 // serve runs the background owners and the HTTP server on ln until ctx

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 	"github.com/atlassian-proxy/atlassian-proxy/internal/metrictest"
 	"github.com/atlassian-proxy/atlassian-proxy/internal/redistest"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
@@ -122,7 +122,7 @@ func TestStoreHealthSweepFailure(t *testing.T) {
 			}
 			breakIt()
 
-			logs := &syncBuffer{}
+			logs := &logtest.Buffer{}
 			h := newStoreHealth(st, prometheus.NewRegistry(), slog.New(slog.NewJSONHandler(logs, nil)), nil)
 			h.interval = 10 * time.Millisecond
 			ctx, cancel := context.WithCancel(context.Background())
@@ -130,19 +130,7 @@ func TestStoreHealthSweepFailure(t *testing.T) {
 			go func() { done <- h.run(ctx) }()
 			defer func() { cancel(); <-done }()
 
-			sweepWarnings := func() []map[string]any {
-				var out []map[string]any
-				for line := range strings.Lines(logs.String()) {
-					var rec map[string]any
-					if err := json.Unmarshal([]byte(line), &rec); err != nil {
-						t.Fatalf("log line %q: %v", line, err)
-					}
-					if rec["msg"] == "sweeping idle admin sessions failed" {
-						out = append(out, rec)
-					}
-				}
-				return out
-			}
+			sweepWarnings := func() []map[string]any { return logs.Messages(t, "sweeping idle admin sessions failed") }
 			eventually(t, 5*time.Second, "the failed sweep is logged", func() bool { return len(sweepWarnings()) > 0 })
 			// More ticks: no second sweep (not within sessionSweepEvery, nor
 			// while the store is reported as not answering).

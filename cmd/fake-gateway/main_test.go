@@ -1,36 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestCredFlag(t *testing.T) {
 	tests := []struct {
@@ -63,7 +44,7 @@ func TestCredFlag(t *testing.T) {
 
 func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	var logs syncBuffer
+	var logs logtest.Buffer
 	errc := make(chan error, 1)
 	go func() {
 		errc <- run(ctx, []string{"-addr", "127.0.0.1:0", "-cred", "me@example.com:secret", "-event-delay", "0s"}, &logs)
@@ -107,7 +88,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunBadFlag(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	if err := run(t.Context(), []string{"-cred", "broken"}, &logs); err == nil {
 		t.Error("run with a bad -cred: no error")
 	}

@@ -1,38 +1,20 @@
 package redis
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 	"github.com/atlassian-proxy/atlassian-proxy/internal/redistest"
 )
 
 // libLog collects what go-redis logs during the tests (the failure tests
 // make it log every failed dial), instead of the standard error.
-var libLog lockedBuffer
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+var libLog logtest.Buffer
 
 func TestMain(m *testing.M) {
 	goredis.SetLogger(Logger{L: slog.New(slog.NewTextHandler(&libLog, nil))})
