@@ -222,6 +222,12 @@ func validateRateLimit(n int) error {
 	return nil
 }
 
+// ValidatePassword checks pw against the admin password rules, which
+// ADMIN_PASSWORD follows too: 12 to 128 characters (not bytes) of valid
+// text, no control characters. The error (a *ValidationError, field
+// "password") never repeats the password.
+func ValidatePassword(pw string) error { return validateNewPassword("password", pw) }
+
 // validateNewPassword checks the password rules: 12 to 128 characters of
 // valid text, no control characters. field names the input in errors.
 func validateNewPassword(field, pw string) error {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/atlassian-proxy/atlassian-proxy/adminui"
 	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
 )
 
@@ -268,8 +269,15 @@ func parseURL(v string, dst *string) error {
 }
 
 func parsePassword(v string, dst *string) error {
-	if v != "" && (len(v) < 12 || len(v) > 128) {
-		return errors.New("the password must be 12 to 128 characters long")
+	if v != "" {
+		// The admin UI's own rules, so that a password accepted here is
+		// accepted at start-up, and the reverse.
+		var ve *adminui.ValidationError
+		if err := adminui.ValidatePassword(v); errors.As(err, &ve) {
+			return errors.New(ve.Message)
+		} else if err != nil {
+			return err
+		}
 	}
 	*dst = v
 	return nil

@@ -60,6 +60,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"trusted proxies", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, nonsense"}, nil, `invalid TRUSTED_PROXIES: "nonsense"`},
 		{"negative shutdown delay", map[string]string{"SHUTDOWN_DELAY": "-1s"}, nil, "invalid SHUTDOWN_DELAY"},
 		{"empty redis prefix", nil, []string{"--redis-prefix", ""}, "invalid --redis-prefix"},
+		{"short password", map[string]string{"ADMIN_PASSWORD": "hunter2"}, nil, "invalid ADMIN_PASSWORD: password must be at least 12 characters"},
+		// 6 characters in 18 bytes: characters are counted, not bytes.
+		{"short password in bytes", map[string]string{"ADMIN_PASSWORD": "密码密码密码"}, nil, "invalid ADMIN_PASSWORD: password must be at least 12 characters"},
+		{"long password", map[string]string{"ADMIN_PASSWORD": strings.Repeat("hunter2-", 17)}, nil, "invalid ADMIN_PASSWORD: password must be at most 128 characters"},
+		{"password with a control character", map[string]string{"ADMIN_PASSWORD": "hunter2-is-long\nenough"}, nil, "invalid ADMIN_PASSWORD: password must not contain control characters"},
+		{"password not text", map[string]string{"ADMIN_PASSWORD": "hunter2-is-long\xffenough"}, nil, "invalid ADMIN_PASSWORD: password is not valid text"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -71,6 +77,17 @@ func TestLoadConfigErrors(t *testing.T) {
 				t.Errorf("the error repeats a password from REDIS_URL: %v", err)
 			}
 		})
+	}
+}
+
+// ADMIN_PASSWORD is measured in characters, as the admin UI measures it:
+// 12 four-byte characters pass, and so do 128 of them (512 bytes).
+func TestAdminPasswordCharacters(t *testing.T) {
+	for _, pw := range []string{strings.Repeat("🔑", 12), strings.Repeat("🔑", 128), strings.Repeat("é", 12)} {
+		c, err := loadConfig("serve", nil, mapEnv(map[string]string{"ADMIN_PASSWORD": pw}))
+		if err != nil || c.AdminPassword != pw {
+			t.Errorf("a password of %d characters, %d bytes: err %v", len([]rune(pw)), len(pw), err)
+		}
 	}
 }
 
