@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -53,7 +54,11 @@ func ParseFault(s string) (Fault, error) {
 			return f, nil
 		}
 	}
-	return OK, fmt.Errorf("fake: unknown fault %q", s)
+	names := []string{"ok"}
+	for _, f := range Faults()[1:] {
+		names = append(names, string(f))
+	}
+	return OK, fmt.Errorf("fake: unknown fault %q (one of: %s)", s, strings.Join(names, ", "))
 }
 
 // Content is the form the upstream gives message.content in.

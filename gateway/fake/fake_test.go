@@ -534,8 +534,8 @@ func TestParseFault(t *testing.T) {
 			t.Errorf("ParseFault(%q) = %q, %v", name, got, err)
 		}
 	}
-	if _, err := fake.ParseFault("nope"); err == nil {
-		t.Error("ParseFault(nope): no error")
+	if _, err := fake.ParseFault("nope"); err == nil || !strings.Contains(err.Error(), "one of: ok, rate_limit_minute, rate_limit_daily,") {
+		t.Errorf("ParseFault(nope): err %v, want one listing the faults", err)
 	}
 }
 
