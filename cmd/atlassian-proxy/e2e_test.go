@@ -285,6 +285,10 @@ func TestCLIUsage(t *testing.T) {
 	}{
 		{[]string{"version"}, 0, "atlassian-proxy"},
 		{[]string{"help"}, 0, "Usage"},
+		{[]string{"--help"}, 0, "reset-password"}, // the overview of the commands
+		{[]string{"-h"}, 0, "rotate-key"},
+		{[]string{"serve", "--help"}, 0, "-queue-timeout"},
+		{[]string{"--port", "x"}, 2, "invalid --port"}, // flags alone still mean serve
 		{[]string{"credential", "--help"}, 0, "add|list|remove|enable|disable"},
 		{[]string{"credential", "disable"}, 2, "one credential id"},
 		{[]string{"credential", "enable", "cred_nope"}, 1, "not found"},

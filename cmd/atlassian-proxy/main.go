@@ -39,7 +39,7 @@ Usage:
   atlassian-proxy rotate-key                   re-seal stored secrets from SECRET_KEY to NEW_SECRET_KEY
   atlassian-proxy version                      print the version
 
-Run "atlassian-proxy <command> --help" for the flags of a command.
+Run "atlassian-proxy <command> --help" for the flags of a command (serve's: the server's settings).
 Every flag has an environment variable; see the README.
 `
 
@@ -80,7 +80,11 @@ type env struct {
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) int {
 	e := env{lookupEnv: lookupEnv, stdin: stdin, stdout: stdout, stderr: stderr}
 	cmd, rest := "serve", args
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+	switch {
+	case len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
+		// The overview, not only serve's flags: "serve --help" has those.
+		cmd, rest = "help", nil
+	case len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-':
 		cmd, rest = args[0], args[1:]
 	}
 	var err error
@@ -101,7 +105,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		err = rotateKeyCmd(ctx, e, rest)
 	case "version":
 		fmt.Fprintln(stdout, "atlassian-proxy", buildVersion())
-	case "help", "-h", "--help":
+	case "help":
 		fmt.Fprint(stdout, usageText)
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usageText)
