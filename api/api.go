@@ -120,7 +120,11 @@ type Deps struct {
 
 // UsageRecorder is what the API tells the usage accounting (usage.Recorder).
 type UsageRecorder interface {
+	// Record counts one answered request.
 	Record(usage.Event)
+	// RecordAttemptFailure notes one upstream attempt that failed on a
+	// credential, whether or not failover then served the request.
+	RecordAttemptFailure(credentialID, model, msg string)
 }
 
 // API is the OpenAI-compatible HTTP surface: /v1/models,

@@ -206,6 +206,7 @@ func (a *API) complete(ctx context.Context, m gateway.Model, req *gateway.ChatRe
 		// client leaving still cancels at once.
 		c, err := a.up.Complete(ctx, cred, m, req)
 		if err != nil {
+			a.attemptFailed(ctx, cred, m.ID, err)
 			return err
 		}
 		resp = c

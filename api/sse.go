@@ -113,10 +113,13 @@ func (a *API) streamChat(w http.ResponseWriter, r *http.Request, m gateway.Model
 				_ = s.Close()
 			}
 			scancel()
-			return fmt.Errorf("upstream stream: %w", dctx.Err())
+			err := fmt.Errorf("upstream stream: %w", dctx.Err())
+			a.attemptFailed(ctx, cred, m.ID, err)
+			return err
 		}
 		if err != nil {
 			scancel()
+			a.attemptFailed(ctx, cred, m.ID, err)
 			return err
 		}
 		st, cancel = s, scancel

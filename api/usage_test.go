@@ -32,13 +32,66 @@ func TestUsageRecorded(t *testing.T) {
 	if m.Requests != 3 || m.Failures != 1 || m.InputTokens == 0 || m.OutputTokens == 0 {
 		t.Errorf("this minute: %+v; want 3 requests (2 served, 1 failed) with tokens", m)
 	}
+	// Newest first: what the client was told, after the attempt that failed.
 	errs := rec.RecentErrors(5)
-	if len(errs) != 1 || errs[0].Model != "anthropic:claude-sonnet-4@20250514" || errs[0].Error != "credentials_cooling: all 1 credential is invalid" {
+	if len(errs) != 2 || errs[0].Attempt || errs[0].Model != "anthropic:claude-sonnet-4@20250514" ||
+		errs[0].Error != "credentials_cooling: all 1 credential is invalid" {
 		t.Errorf("recent errors: %+v", errs)
+	}
+	if len(errs) == 2 && (!errs[1].Attempt || errs[1].CredentialID != "c1" || errs[1].Error != "unauthorized (HTTP 401): Unauthorized") {
+		t.Errorf("the failed attempt: %+v", errs[1])
 	}
 	for _, x := range errs {
 		if strings.Contains(x.Error, "atl-c1-secret") {
 			t.Errorf("a recent error holds the credential's token: %q", x.Error)
 		}
+	}
+}
+
+// Every failed attempt is noted for the dashboard, also when failover then
+// serves the request (the client never sees it), for streams too; a
+// client's own error is not the upstream's trouble and is not noted.
+func TestAttemptFailuresRecorded(t *testing.T) {
+	rec := usage.New(nil, usage.Config{})
+	e := newEnv(t, envOptions{usage: rec, creds: []fake.Credential{
+		testCred("c1", fake.Behavior{Fault: fake.RateLimitMinute}),
+		testCred("c2", fake.Behavior{}),
+	}})
+	for _, extra := range []string{"", `"stream":true`} {
+		if resp, body := e.chat(chatBody(extra)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("chat %s: %d %s", extra, resp.StatusCode, body)
+		}
+		// c1 cools down after its 429: make it usable again for the next round.
+		if err := e.pool.Reset("c1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := rec.Minutes(1)[0]
+	if m.Requests != 2 || m.Failures != 0 || m.AttemptFailures != 2 {
+		t.Errorf("this minute: %+v; want 2 requests served, no failure, 2 failed attempts", m)
+	}
+	errs := rec.RecentErrors(10)
+	if len(errs) != 2 {
+		t.Fatalf("recent errors: %+v, want the 2 failed attempts", errs)
+	}
+	for _, x := range errs {
+		if !x.Attempt || x.CredentialID != "c1" || x.Model != "anthropic:claude-sonnet-4@20250514" ||
+			!strings.HasPrefix(x.Error, "rate_limited (HTTP 429): ") {
+			t.Errorf("attempt error = %+v", x)
+		}
+		if strings.Contains(x.Error, "atl-c1-secret") {
+			t.Errorf("an attempt error holds the credential's token: %q", x.Error)
+		}
+	}
+
+	// The upstream refusing the client's request: passed back, not an
+	// upstream failure.
+	e.gw.SetBehavior("c1", fake.Behavior{Fault: fake.BadRequest})
+	e.gw.SetBehavior("c2", fake.Behavior{Fault: fake.BadRequest})
+	if resp, _ := e.chat(chatBody("")); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("client error: %d, want 400", resp.StatusCode)
+	}
+	if m := rec.Minutes(1)[0]; m.AttemptFailures != 2 {
+		t.Errorf("after a client error: %d failed attempts, want still 2", m.AttemptFailures)
 	}
 }

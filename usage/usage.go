@@ -59,6 +59,10 @@ type Minute struct {
 	Failures     int64     `json:"failures"`
 	InputTokens  int64     `json:"input_tokens"`
 	OutputTokens int64     `json:"output_tokens"`
+	// AttemptFailures counts upstream attempts that failed on a credential
+	// (RecordAttemptFailure), whether or not failover then served the
+	// request: the upstream's trouble that clients may never see.
+	AttemptFailures int64 `json:"attempt_failures"`
 }
 
 // ErrorEvent is one recent upstream failure.
@@ -67,6 +71,10 @@ type ErrorEvent struct {
 	CredentialID string    `json:"credential_id,omitempty"`
 	Model        string    `json:"model,omitempty"`
 	Error        string    `json:"error"`
+	// Attempt is true for one failed attempt (RecordAttemptFailure): the
+	// request went on to another credential, or ended with an error of its
+	// own, recorded apart. False: what the client was told.
+	Attempt bool `json:"attempt,omitempty"`
 }
 
 // Config tunes a Recorder. Zero values take defaults.
@@ -141,9 +149,27 @@ func (r *Recorder) Record(e Event) {
 	m.InputTokens += e.InputTokens
 	m.OutputTokens += e.OutputTokens
 	if e.Failed && e.Error != "" {
-		r.errs[r.nerrs%recentErrors] = ErrorEvent{At: now, CredentialID: e.CredentialID, Model: e.Model, Error: e.Error}
-		r.nerrs++
+		r.addError(ErrorEvent{At: now, CredentialID: e.CredentialID, Model: e.Model, Error: e.Error})
 	}
+}
+
+// RecordAttemptFailure counts one upstream attempt that failed on a
+// credential (rate limited, refused, failing, unreachable), for the
+// dashboard: the minute's AttemptFailures and the recent errors, marked
+// Attempt. msg must hold no secret. It writes no usage row: the request is
+// counted once, by Record, when it ends.
+func (r *Recorder) RecordAttemptFailure(credentialID, model, msg string) {
+	now := r.cfg.Now().UTC()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.minute(now).AttemptFailures++
+	r.addError(ErrorEvent{At: now, CredentialID: credentialID, Model: model, Error: msg, Attempt: true})
+}
+
+// addError puts e in the ring of recent errors; r.mu is held.
+func (r *Recorder) addError(e ErrorEvent) {
+	r.errs[r.nerrs%recentErrors] = e
+	r.nerrs++
 }
 
 // dayOf returns now's day in DayLayout, formatted once per day rather

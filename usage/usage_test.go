@@ -133,6 +133,35 @@ func TestMinutesAndErrors(t *testing.T) {
 	}
 }
 
+// A failed attempt counts in its minute's AttemptFailures and shows among
+// the recent errors, marked; it is not a request and writes no usage row.
+func TestRecordAttemptFailure(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 25, 10, 0, 30, 0, time.UTC)}
+	st := openStore(t)
+	r := usage.New(st, usage.Config{Now: c.now})
+	r.RecordAttemptFailure("cred_a", "m", "rate_limited (HTTP 429): slow down")
+	r.Record(usage.Event{CredentialID: "cred_b", Model: "m"})
+	m := r.Minutes(1)[0]
+	if m.Requests != 1 || m.Failures != 0 || m.AttemptFailures != 1 {
+		t.Errorf("minute = %+v, want 1 request, 0 failures, 1 failed attempt", m)
+	}
+	errs := r.RecentErrors(5)
+	want := usage.ErrorEvent{At: c.now(), CredentialID: "cred_a", Model: "m", Error: "rate_limited (HTTP 429): slow down", Attempt: true}
+	if len(errs) != 1 || errs[0] != want {
+		t.Errorf("recent errors = %+v, want [%+v]", errs, want)
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.ListUsage(t.Context(), "2026-11-25", "2026-11-25")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].CredentialID != "cred_b" || rows[0].Requests != 1 || rows[0].Failures != 0 {
+		t.Errorf("usage rows = %+v, want only cred_b's request", rows)
+	}
+}
+
 // Record is on every request's path: counting a request whose row is
 // already pending allocates nothing (the day is formatted once a day).
 func TestRecordAllocations(t *testing.T) {
