@@ -65,6 +65,45 @@ func BenchmarkAcquire(b *testing.B) {
 	}
 }
 
+// BenchmarkAdmit is Acquire alone: the pick and the admission message to
+// the chosen actor with its reply (the "picking": a snapshot read,
+// then one admission message). Leases are held and released in batches
+// with the timer stopped (each stop reads the memory statistics: about
+// 0.1 µs per acquisition at worst, included in the figure), with a limit
+// of 16 per credential so that at most 12 are in flight on one.
+func BenchmarkAdmit(b *testing.B) {
+	for _, n := range []int{10, 1000, 10000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			const limit = 16
+			p := newPool(b, Config{}, Deps{})
+			p.Sync(specs(n, limit), nil)
+			start(b, p)
+			settle(b, p)
+			batch := min(n*limit*3/4, 4096)
+			held := make([]*Lease, 0, batch)
+			release := func() {
+				for _, l := range held {
+					l.Done(OutcomeSuccess, Usage{})
+				}
+				held = held[:0]
+			}
+			for b.Loop() {
+				if len(held) == batch {
+					b.StopTimer()
+					release()
+					b.StartTimer()
+				}
+				l, err := p.Acquire(nil, 1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				held = append(held, l)
+			}
+			release()
+		})
+	}
+}
+
 // BenchmarkSyncUnchanged is a resync (the syncer runs one whenever the store
 // changes) of 10,000 running credentials whose specs did not change: it must
 // not message the actors nor rebuild the snapshot.
