@@ -147,6 +147,8 @@ func dispatchStatus(k dispatch.Kind) (status int, typ, code string) {
 		return http.StatusTooManyRequests, openaierr.TypeRateLimit, "rate_limit_exceeded"
 	case dispatch.AllCooling:
 		return http.StatusServiceUnavailable, openaierr.TypeServer, "credentials_cooling"
+	case dispatch.CredentialsInvalid:
+		return http.StatusServiceUnavailable, openaierr.TypeServer, "credentials_invalid"
 	case dispatch.QueueFull:
 		return http.StatusServiceUnavailable, openaierr.TypeServer, "queue_full"
 	case dispatch.QueueTimeout:

@@ -35,7 +35,7 @@ func TestUsageRecorded(t *testing.T) {
 	// Newest first: what the client was told, after the attempt that failed.
 	errs := rec.RecentErrors(5)
 	if len(errs) != 2 || errs[0].Attempt || errs[0].Model != "anthropic:claude-sonnet-4@20250514" ||
-		errs[0].Error != "credentials_cooling: all 1 credential is invalid" {
+		errs[0].Error != "credentials_invalid: all 1 credential is invalid (the upstream refused its token); an administrator must re-enable or replace it" {
 		t.Errorf("recent errors: %+v", errs)
 	}
 	if len(errs) == 2 && (!errs[1].Attempt || errs[1].CredentialID != "c1" || errs[1].Error != "unauthorized (HTTP 401): Unauthorized") {

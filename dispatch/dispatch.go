@@ -17,13 +17,18 @@ type Config struct {
 	// MaxAttempts is the most credentials one request tries. Default 5.
 	MaxAttempts int
 	// RetryDeadline bounds the time one request spends finding a credential
-	// (attempts, back-off, queueing), from the start of Do. Each attempt runs
-	// under a context that ends then, so an upstream that hangs is abandoned
-	// at the deadline (and counted as a timeout against its credential).
-	// Since a Call holds that context until it commits, the deadline also
-	// bounds the time to a stream's first event and, for a non-streamed
-	// completion (committed once its whole body is read), the whole
-	// completion. Default 60 s.
+	// (attempts, back-off, queueing), from the start of Do. Each attempt's
+	// Call gets a context that ends then, and no attempt starts after it.
+	// A Call that runs the upstream request under that context is abandoned
+	// at the deadline and counted as a timeout against its credential: the
+	// api does so for a stream until its first event, so the deadline bounds
+	// the time to a stream's first event. A non-streamed completion arrives
+	// only once the whole answer is generated, which may take minutes, so
+	// the api runs it under the request's own context instead: it runs until
+	// its answer, the client leaving, or the transport's 5-minute response
+	// header timeout (gateway.NewTransport), which counts as a timeout
+	// against the credential like any other (and by then the deadline has
+	// passed, so the request gets no further attempt). Default 60 s.
 	RetryDeadline time.Duration
 	// QueueTimeout bounds the time one request waits for a free slot. Default 30 s.
 	QueueTimeout time.Duration
@@ -218,7 +223,21 @@ func (d *Dispatcher) do(ctx context.Context, call Call, r *request) (*pool.Lease
 			}
 		}
 		epoch := d.pool.Epoch()
+		retrying := r.attempts > 0
+		var now time.Time
+		if retrying {
+			// A further attempt is charged to the retry budget here, right
+			// before it is made, and refunded if no lease comes of it: a
+			// failure that leaves nothing to try costs no budget.
+			now = d.now()
+			if !d.budget.retry(now) {
+				return nil, d.budgetSpent(r)
+			}
+		}
 		lease, err := d.pool.Acquire(r.tried, r.attempts+1)
+		if retrying && err != nil {
+			d.budget.refund(now)
+		}
 		if errors.Is(err, pool.ErrBusy) {
 			if err := d.wait(ctx, r, epoch); err != nil {
 				return nil, err
@@ -302,7 +321,10 @@ func attempt(ctx context.Context, call Call, lease *pool.Lease, deadline time.Ti
 }
 
 // next decides whether the request may try another credential, and waits
-// the request's back-off where the rules ask for one.
+// the request's back-off where the rules ask for one. The retry budget is
+// charged only when the next attempt is made (in do); here it is only
+// consulted, so that a request does not wait out a back-off for a retry
+// the budget would refuse.
 func (d *Dispatcher) next(ctx context.Context, r *request) error {
 	if r.attempts >= d.cfg.MaxAttempts {
 		return d.giveUp(r, stopAttempts)
@@ -310,9 +332,6 @@ func (d *Dispatcher) next(ctx context.Context, r *request) error {
 	now := d.now()
 	if !now.Before(r.deadline) {
 		return d.giveUp(r, stopDeadline)
-	}
-	if !d.budget.retry(now) {
-		return d.giveUp(r, stopBudget)
 	}
 	switch r.lastOut {
 	case pool.OutcomeServerError, pool.OutcomeTransport, pool.OutcomeTimeout, pool.OutcomeStreamBroken:
@@ -329,6 +348,9 @@ func (d *Dispatcher) next(ctx context.Context, r *request) error {
 	}
 	if d.pool.Untried(r.tried) == 0 {
 		return d.giveUp(r, stopNothingLeft) // nothing left to wait for
+	}
+	if !d.budget.allows(now) {
+		return d.budgetSpent(r) // fail fast, not after the back-off
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()

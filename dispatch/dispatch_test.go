@@ -135,7 +135,10 @@ func TestNoneCanServe(t *testing.T) {
 	}{
 		{"none configured", nil, nil, NoCredentials, "no credentials are configured or enabled", 0},
 		{"all disabled", disabled, nil, NoCredentials, "no credentials are configured or enabled", 0},
-		{"all invalid", specs(2, 4), []error{fail(pool.OutcomeUnauthorized), fail(pool.OutcomeUnauthorized)}, AllCooling, "all 2 credentials are invalid", 0},
+		{"all invalid", specs(2, 4), []error{fail(pool.OutcomeUnauthorized), fail(pool.OutcomeUnauthorized)}, CredentialsInvalid,
+			"all 2 credentials are invalid (the upstream refused their tokens); an administrator must re-enable or replace them", 0},
+		{"invalid and cooling: cooling", specs(2, 4), []error{fail(pool.OutcomeUnauthorized), fail(pool.OutcomeServerError)}, AllCooling,
+			"all 1 credential is cooling down; earliest retry in 1 s (1 more is invalid)", time.Second},
 		{"all cooling", specs(1, 4), []error{&upErr{pool.OutcomeForbidden, 0}}, AllCooling, "all 1 credential is cooling down; earliest retry in 60 s", time.Minute},
 		{"rate limited and invalid", specs(2, 4), []error{&upErr{pool.OutcomeRateLimited, 9 * time.Second}, fail(pool.OutcomeUnauthorized)}, AllRateLimited, "all 1 credential is rate limited; earliest retry in 9 s (1 more is invalid)", 9 * time.Second},
 	}
@@ -498,6 +501,9 @@ func TestMetrics(t *testing.T) {
 			"atlassian_proxy_dispatch_retries_total,outcome=rate_limited": 1,
 			"atlassian_proxy_dispatch_failovers_total":                    1,
 			"atlassian_proxy_dispatch_queue_waiting":                      0,
+			// every kind's series exists from the start
+			"atlassian_proxy_dispatch_requests_total,result=credentials_invalid": 0,
+			"atlassian_proxy_dispatch_requests_total,result=no_credentials":      0,
 		} {
 			if v, ok := got[key]; !ok || v != want {
 				t.Errorf("%s: got %v (present %v), want %v", key, v, ok, want)

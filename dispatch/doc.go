@@ -7,8 +7,9 @@
 // error, timeout or broken stream. Client errors and cancellation return at
 // once without penalty; a second 403 from another credential is returned to
 // the client. Attempts (MaxAttempts), time (RetryDeadline, the request's own
-// deadline, which also bounds each attempt until it commits) and a retry
-// budget shared by all requests bound the failover. When every usable
+// deadline, which also ends each attempt's context: see Config.RetryDeadline
+// for what the api runs under it) and a retry budget shared by all requests
+// (charged only for retries actually made) bound the failover. When every usable
 // credential is at its limit the request waits in a bounded FIFO queue
 // woken by the pool's capacity notifications; a new request queues behind
 // waiting ones instead of overtaking them. Failures that are not the

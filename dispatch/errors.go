@@ -19,8 +19,9 @@ const (
 	// AllRateLimited: every usable credential is cooling after a 429; RetryAfter
 	// is the earliest end of those cooldowns.
 	AllRateLimited
-	// AllCooling: every enabled credential is cooling down or invalid;
-	// RetryAfter is the earliest end of a cooldown (zero when all are invalid).
+	// AllCooling: every enabled credential is cooling down (some may be
+	// invalid, not all: see CredentialsInvalid); RetryAfter is the earliest
+	// end of a cooldown.
 	AllCooling
 	// QueueFull: every usable credential is busy and the queue is full.
 	QueueFull
@@ -30,19 +31,29 @@ const (
 	UpstreamFailed
 	// BudgetExhausted: the retry budget is spent; the request failed fast.
 	BudgetExhausted
+	// CredentialsInvalid: every enabled credential is invalid (the upstream
+	// answered 401, or its credits check said USER_BLOCKED). RetryAfter is
+	// zero (no Retry-After): a credential comes back when an operator
+	// resets, re-enables or replaces it, at any moment, or when a background
+	// re-check (at most every 5 minutes per credential) passes, which a
+	// token the upstream really refused never does. There is no time to
+	// promise, and a client retrying sooner costs nothing upstream: invalid
+	// credentials are never called.
+	CredentialsInvalid
 	// Canceled: the request's context ended (Last is ctx.Err()).
 	Canceled
 )
 
 var kindNames = [...]string{
-	NoCredentials:   "no_credentials",
-	AllRateLimited:  "all_rate_limited",
-	AllCooling:      "all_cooling",
-	QueueFull:       "queue_full",
-	QueueTimeout:    "queue_timeout",
-	UpstreamFailed:  "upstream_failed",
-	BudgetExhausted: "budget_exhausted",
-	Canceled:        "canceled",
+	NoCredentials:      "no_credentials",
+	AllRateLimited:     "all_rate_limited",
+	AllCooling:         "all_cooling",
+	QueueFull:          "queue_full",
+	QueueTimeout:       "queue_timeout",
+	UpstreamFailed:     "upstream_failed",
+	BudgetExhausted:    "budget_exhausted",
+	CredentialsInvalid: "credentials_invalid",
+	Canceled:           "canceled",
 }
 
 // String is the kind's snake_case name (also a metric label value).
@@ -134,8 +145,7 @@ func unavailableFrom(a pool.Availability, now time.Time, last error) *Error {
 	case a.Ready == 0 && a.Cooling == 0 && a.RateLimited > 0:
 		return allRateLimited(a, now, last)
 	case a.Ready == 0 && a.Cooling+a.RateLimited == 0:
-		return &Error{Kind: AllCooling, Last: last, Message: fmt.Sprintf("all %d %s invalid",
-			a.Invalid, plural(a.Invalid, "credential is", "credentials are"))}
+		return allInvalid(a.Invalid, last)
 	}
 	s := 1
 	if !a.NextReady.IsZero() {
@@ -151,6 +161,13 @@ func unavailableFrom(a pool.Availability, now time.Time, last error) *Error {
 		msg += fmt.Sprintf(" (%d more %s invalid)", a.Invalid, plural(a.Invalid, "is", "are"))
 	}
 	return &Error{Kind: AllCooling, Message: msg, RetryAfter: time.Duration(s) * time.Second, Last: last}
+}
+
+// allInvalid is the error when every enabled credential (n of them) is invalid.
+func allInvalid(n int, last error) *Error {
+	return &Error{Kind: CredentialsInvalid, Last: last, Message: fmt.Sprintf(
+		"all %d %s invalid (the upstream refused %s); an administrator must re-enable or replace %s",
+		n, plural(n, "credential is", "credentials are"), plural(n, "its token", "their tokens"), plural(n, "it", "them"))}
 }
 
 // allRateLimited is the error when every usable credential is rate limited.
@@ -194,8 +211,9 @@ func upstreamFailure(o pool.Outcome) bool {
 //   - every failure was a 429: AllRateLimited (see rateLimited);
 //   - the retry budget is spent: BudgetExhausted;
 //   - no credential is left, none is ready and the last failure was not
-//     the upstream's (e.g. a 401): what the pool's state says (AllCooling,
-//     AllRateLimited, NoCredentials), as for a request that made no attempt;
+//     the upstream's (e.g. a 401): what the pool's state says
+//     (CredentialsInvalid, AllCooling, AllRateLimited, NoCredentials), as
+//     for a request that made no attempt;
 //   - else (attempts or time ran out on 5xx, transport errors, timeouts,
 //     broken streams): UpstreamFailed.
 func (d *Dispatcher) giveUp(r *request, why stop) error {
@@ -213,6 +231,20 @@ func (d *Dispatcher) giveUp(r *request, why stop) error {
 		}
 	}
 	return d.failed(r, why)
+}
+
+// budgetSpent is the answer when the retry budget refuses the request's
+// next attempt. The budget only refused something if that attempt could
+// have been made: when no credential the request has not tried is left
+// (Untried) or none is ready at all, the request ran out of credentials,
+// not of budget, and gets that answer (e.g. CredentialsInvalid after a 401
+// on the only credential). Both counts are scans without allocation; a
+// tried credential has just failed, so it is rarely the ready one.
+func (d *Dispatcher) budgetSpent(r *request) error {
+	if d.pool.Untried(r.tried) == 0 || d.pool.Availability().Ready == 0 {
+		return d.giveUp(r, stopNothingLeft)
+	}
+	return d.giveUp(r, stopBudget)
 }
 
 // rateLimited is the error for a request whose every attempt met a 429.

@@ -45,8 +45,12 @@ func TestGiveUp(t *testing.T) {
 		{"429 then 401, nothing left: the pool's state", 2, Config{}, []error{rl(9 * s), fail(pool.OutcomeUnauthorized)}, "all_rate_limited",
 			"all 1 credential is rate limited; earliest retry in 9 s (1 more is invalid)", 9 * s, 2},
 
-		{"one credential, 401: all invalid", 1, Config{}, []error{fail(pool.OutcomeUnauthorized)}, "all_cooling",
+		{"one credential, 401: all invalid", 1, Config{}, []error{fail(pool.OutcomeUnauthorized)}, "credentials_invalid",
+			"all 1 credential is invalid (the upstream refused its token); an administrator must re-enable or replace it", 0, 1},
+		{"one credential, 401, budget spent: all invalid", 1, tinyBudget, []error{fail(pool.OutcomeUnauthorized)}, "credentials_invalid",
 			"all 1 credential is invalid", 0, 1},
+		{"401 while another is ready, budget spent", 2, tinyBudget, []error{fail(pool.OutcomeUnauthorized)}, "budget_exhausted",
+			"the upstream is failing; the retry budget is spent", 0, 1},
 		{"budget spent on a 5xx", 3, tinyBudget, []error{fail(pool.OutcomeServerError)}, "budget_exhausted",
 			"the upstream is failing; the retry budget is spent", 0, 1},
 		{"one credential, 5xx", 1, Config{}, []error{fail(pool.OutcomeServerError)}, "upstream_failed",

@@ -41,7 +41,13 @@ type env struct {
 
 func newEnv(t testing.TB, creds []pool.Spec, cfg Config, deps Deps) *env {
 	t.Helper()
-	p, err := pool.New(pool.Config{}, pool.Deps{})
+	return newPoolEnv(t, creds, pool.Deps{}, cfg, deps)
+}
+
+// newPoolEnv is newEnv with the pool's own collaborators (a Checker).
+func newPoolEnv(t testing.TB, creds []pool.Spec, pd pool.Deps, cfg Config, deps Deps) *env {
+	t.Helper()
+	p, err := pool.New(pool.Config{}, pd)
 	if err != nil {
 		t.Fatal(err)
 	}

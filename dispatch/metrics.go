@@ -48,8 +48,10 @@ func newMetrics(reg prometheus.Registerer, q *queue) (*metrics, error) {
 	for _, r := range []string{"success", "client_error", "forbidden"} {
 		m.requests.WithLabelValues(r)
 	}
-	for k := NoCredentials; k <= Canceled; k++ {
-		m.requests.WithLabelValues(k.String())
+	for k := range kindNames {
+		if kindNames[k] != "" {
+			m.requests.WithLabelValues(kindNames[k])
+		}
 	}
 	if reg == nil {
 		return m, nil
