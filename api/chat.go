@@ -231,15 +231,34 @@ func (a *API) completeChat(w http.ResponseWriter, r *http.Request, m gateway.Mod
 }
 
 // streamCompleted answers a streamed request with tools: one
-// non-streamed upstream call, replayed as an OpenAI stream.
+// non-streamed upstream call, replayed as an OpenAI stream. The upstream
+// answers such a call only once the whole answer is written, which can
+// take minutes: once STREAM_KEEPALIVE passes without it, the event stream
+// starts with keep-alive comments, so that proxies and clients that cut
+// silent connections keep this one; a failure after that ends the stream
+// with an SSE error event (no [DONE]) instead of an HTTP error status.
 func (a *API) streamCompleted(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
+	ka := a.keepAliveWhileSilent(w)
 	resp, lease, err := a.complete(r.Context(), m, req)
+	sw := ka.stop()
 	if err != nil {
-		a.renderUpstreamError(w, r, m.ID, err)
+		if sw == nil {
+			a.renderUpstreamError(w, r, m.ID, err)
+		} else {
+			// The stream started and ends without [DONE]: an abort.
+			if r.Context().Err() != nil {
+				a.metrics.abort(abortClientGone)
+			} else {
+				a.metrics.abort(abortUpstreamBroken)
+			}
+			a.answerUpstreamError(r.Context(), sseAnswer{sw}, m.ID, err)
+		}
 		return
 	}
 	a.finish(r.Context(), lease, m.ID, pool.OutcomeSuccess, poolUsage(resp.Usage))
-	sw := startSSE(w)
+	if sw == nil {
+		sw = startSSE(w)
+	}
 	ft := a.newFirstToken(r.Context(), m.ID)
 	chunks := gateway.Chunks(resp)
 	for i := range chunks {

@@ -65,11 +65,47 @@ func retryAfterSeconds(d time.Duration) int64 {
 	return s
 }
 
-// renderUpstreamError turns what Dispatcher.Do returned into a response:
-// a *dispatch.Error (no credential could serve), or an upstream error
-// passed through as is (a client error, or the second 403).
+// errorAnswer is where an error answer goes: an HTTP response (httpAnswer)
+// while nothing of the answer was sent, or an SSE error event (sseAnswer)
+// once an event stream started.
+type errorAnswer interface {
+	// fail answers status with OpenAI's error shape; retryAfter (0: none)
+	// becomes a Retry-After header where there are headers to send.
+	fail(status int, typ, code, msg string, retryAfter time.Duration)
+	// gone notes that the client went away: nobody reads an answer.
+	gone()
+}
+
+type httpAnswer struct{ w http.ResponseWriter }
+
+func (h httpAnswer) fail(status int, typ, code, msg string, retryAfter time.Duration) {
+	if retryAfter > 0 && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
+		h.w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(retryAfter), 10))
+	}
+	openaierr.Render(h.w, status, typ, code, "", msg)
+}
+
+func (h httpAnswer) gone() { h.w.WriteHeader(statusClientClosed) }
+
+// sseAnswer ends an event stream with an error event and no [DONE], so
+// that no client takes the stream for a complete answer.
+type sseAnswer struct{ sw *sseWriter }
+
+func (s sseAnswer) fail(_ int, typ, code, msg string, _ time.Duration) {
+	_ = s.sw.data(openaierr.New(typ, code, "", msg))
+}
+
+func (s sseAnswer) gone() {}
+
+// renderUpstreamError turns what Dispatcher.Do returned into a response.
 func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, model string, err error) {
-	ctx := r.Context()
+	a.answerUpstreamError(r.Context(), httpAnswer{w}, model, err)
+}
+
+// answerUpstreamError answers what Dispatcher.Do returned: a
+// *dispatch.Error (no credential could serve), or an upstream error passed
+// through as is (a client error, or the second 403).
+func (a *API) answerUpstreamError(ctx context.Context, out errorAnswer, model string, err error) {
 	a.recordFailure(ctx, model, err)
 	var de *dispatch.Error
 	var ge *gateway.Error
@@ -78,34 +114,31 @@ func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, model 
 		status, typ, code := dispatchStatus(de.Kind)
 		observability.AddLogAttrs(ctx, slog.String("dispatch_error", code))
 		if status == statusClientClosed {
-			w.WriteHeader(status)
+			out.gone()
 			return
-		}
-		if de.RetryAfter > 0 && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
-			w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(de.RetryAfter), 10))
 		}
 		msg := de.Message
 		if msg == "" {
 			msg = http.StatusText(status)
 		}
-		openaierr.Render(w, status, typ, code, "", msg)
+		out.fail(status, typ, code, msg, de.RetryAfter)
 	case errors.As(err, &ge):
-		a.renderGatewayError(w, r, ge)
+		a.answerGatewayError(ctx, out, ge)
 	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
 		observability.AddLogAttrs(ctx, slog.String("outcome", pool.OutcomeCanceled.String()))
-		w.WriteHeader(statusClientClosed)
+		out.gone()
 	default:
 		a.logger.LogAttrs(ctx, slog.LevelError, "upstream call failed", slog.Any("error", err))
-		openaierr.Render(w, http.StatusBadGateway, openaierr.TypeServer, "upstream_error", "",
-			"The upstream AI gateway could not be reached. Please retry.")
+		out.fail(http.StatusBadGateway, openaierr.TypeServer, "upstream_error",
+			"The upstream AI gateway could not be reached. Please retry.", 0)
 	}
 }
 
-// renderGatewayError renders an upstream answer that dispatch handed back
+// answerGatewayError answers an upstream answer that dispatch handed back
 // as is: the client's own error (400, 404, 413, 422 …) with the upstream's
 // status and message, or a 403 the upstream gave twice.
-func (a *API) renderGatewayError(w http.ResponseWriter, r *http.Request, ge *gateway.Error) {
-	observability.AddLogAttrs(r.Context(), slog.String("outcome", ge.Kind.String()), slog.Int("upstream_status", ge.Status))
+func (a *API) answerGatewayError(ctx context.Context, out errorAnswer, ge *gateway.Error) {
+	observability.AddLogAttrs(ctx, slog.String("outcome", ge.Kind.String()), slog.Int("upstream_status", ge.Status))
 	msg := ge.Message
 	switch ge.Kind {
 	case pool.OutcomeClientError:
@@ -116,7 +149,7 @@ func (a *API) renderGatewayError(w http.ResponseWriter, r *http.Request, ge *gat
 		if msg == "" {
 			msg = fmt.Sprintf("The upstream AI gateway rejected the request (%d).", status)
 		}
-		openaierr.Render(w, status, openaierr.TypeInvalidRequest, ge.Code, "", msg)
+		out.fail(status, openaierr.TypeInvalidRequest, ge.Code, msg, 0)
 	case pool.OutcomeForbidden:
 		if msg == "" {
 			msg = "The upstream AI gateway refused this request (403)."
@@ -125,16 +158,16 @@ func (a *API) renderGatewayError(w http.ResponseWriter, r *http.Request, ge *gat
 		if code == "" {
 			code = "upstream_forbidden"
 		}
-		openaierr.Render(w, http.StatusForbidden, openaierr.TypePermission, code, "", msg)
+		out.fail(http.StatusForbidden, openaierr.TypePermission, code, msg, 0)
 	case pool.OutcomeCanceled:
-		w.WriteHeader(statusClientClosed)
+		out.gone()
 	default:
 		// Dispatch hands back only client errors and 403s; anything else
 		// means the upstream failed.
 		if msg == "" {
 			msg = "The upstream AI gateway failed. Please retry."
 		}
-		openaierr.Render(w, http.StatusBadGateway, openaierr.TypeServer, "upstream_error", "", msg)
+		out.fail(http.StatusBadGateway, openaierr.TypeServer, "upstream_error", msg, 0)
 	}
 }
 

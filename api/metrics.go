@@ -16,7 +16,7 @@ import (
 // Reasons of atlassian_proxy_stream_aborts_total: every way a stream ends
 // without its [DONE].
 const (
-	abortUpstreamBroken = "upstream_broken" // the upstream failed after the commit
+	abortUpstreamBroken = "upstream_broken" // the upstream failed after the commit (or after keep-alives began)
 	abortClientGone     = "client_gone"     // the client left or could not be written to
 	abortShutdown       = "shutdown"        // AbortStreams: the shutdown grace is over
 	abortPanic          = "panic"           // a bug of ours while relaying

@@ -89,6 +89,48 @@ func (s *sseWriter) send() error {
 	return nil
 }
 
+// silentWait sends keep-alive comments while the handler waits for an
+// upstream answer (keepAliveWhileSilent): its goroutine starts the event
+// stream after the first STREAM_KEEPALIVE of silence, and is the only one
+// to write to the response until stop returns.
+type silentWait struct {
+	stopc chan struct{}
+	done  chan struct{}
+	sw    *sseWriter // set by the goroutine once the stream started
+}
+
+func (a *API) keepAliveWhileSilent(w http.ResponseWriter) *silentWait {
+	k := &silentWait{stopc: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(k.done)
+		t := time.NewTimer(a.cfg.StreamKeepAlive)
+		defer t.Stop()
+		for {
+			select {
+			case <-k.stopc:
+				return
+			case <-t.C:
+			}
+			if k.sw == nil {
+				k.sw = startSSE(w)
+			}
+			if k.sw.comment("keep-alive") != nil {
+				return // the client went away: the request's context ends too
+			}
+			t.Reset(a.cfg.StreamKeepAlive)
+		}
+	}()
+	return k
+}
+
+// stop ends the keep-alives and returns the event stream they started, or
+// nil when none was needed. The response is the caller's again.
+func (k *silentWait) stop() *sseWriter {
+	close(k.stopc)
+	<-k.done
+	return k.sw
+}
+
 // streamChat answers a streamed request without tools. The dispatcher
 // commits to a credential once its stream answered 200 and its first event
 // parsed; every failure before that fails over silently. After it, the
