@@ -92,11 +92,20 @@ func startStackWith(tb testing.TB, creds []fake.Credential, env map[string]strin
 // benchmark measures the proxy, not its queue.
 func startBenchStack(b *testing.B, fo fake.Options) *stack {
 	b.Helper()
+	return startBenchStackEnv(b, fo, nil)
+}
+
+// startBenchStackEnv is startBenchStack with env added to (or overriding)
+// its configuration, e.g. REDIS_URL and SECRET_KEY for the Redis store.
+func startBenchStackEnv(b *testing.B, fo fake.Options, env map[string]string) *stack {
+	b.Helper()
+	vars := map[string]string{"MAX_CONCURRENCY": "64"}
+	maps.Copy(vars, env)
 	var creds []fake.Credential
 	for _, email := range []string{"one@example.com", "two@example.com", "three@example.com", "four@example.com"} {
 		creds = append(creds, fake.Credential{Email: email, Token: "bench-token-" + email})
 	}
-	return startStackWith(b, creds, map[string]string{"MAX_CONCURRENCY": "64"}, fo)
+	return startStackWith(b, creds, vars, fo)
 }
 
 // directRequest is the same chat request sent straight to the fake gateway
