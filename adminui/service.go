@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
@@ -244,12 +245,39 @@ func (s *Service) RemoveCredential(ctx context.Context, id string) error {
 	return nil
 }
 
-// SetCredentialEnabled enables or disables a credential. Enabling also
-// clears a persisted cooldown or invalid state: an operator re-enabling a
-// credential means "try it again".
+// SetCredentialEnabled enables or disables a credential. Enabling a
+// disabled one also resets it as ResetCredential does: an operator
+// re-enabling a credential means "try it again".
 func (s *Service) SetCredentialEnabled(ctx context.Context, id string, enabled bool) error {
 	_, err := s.UpdateCredential(ctx, id, CredentialPatch{Enabled: &enabled})
 	return err
+}
+
+// ResetCredential clears a credential's cooldown or invalid state at once:
+// it stores a ready state dated now, which a running server (every replica
+// sharing the store) applies within a syncer round as newer than what it
+// knows, even when it never saw the cooldown stored. An unknown id wraps
+// store.ErrNotFound.
+func (s *Service) ResetCredential(ctx context.Context, id string) error {
+	if err := s.storeReady(ctx, id); err != nil {
+		return fmt.Errorf("reset credential: %w", err)
+	}
+	s.logger.LogAttrs(ctx, slog.LevelInfo, "credential reset", slog.String("credential_id", id))
+	s.notify()
+	return nil
+}
+
+// storeReady records that the credential recovered now. It is written, not
+// deleted: a deletion offers the pool nothing newer than the cooldown or
+// invalid mark it holds (a disable and an enable seen in one syncer round
+// leave the credential's spec as it was), so the pool would keep it.
+func (s *Service) storeReady(ctx context.Context, id string) error {
+	return s.st.SetCredentialState(ctx, store.CredentialState{
+		CredentialID: id,
+		State:        store.StateReady,
+		Reason:       pool.OutcomeSuccess.String(),
+		UpdatedAt:    s.now().UTC(),
+	})
 }
 
 // SetCredentialLimit sets a credential's concurrency limit (0: the pool default).
@@ -298,9 +326,10 @@ func (s *Service) UpdateCredential(ctx context.Context, id string, p CredentialP
 		return CredentialView{}, fmt.Errorf("update credential: %w", err)
 	}
 	if enabling {
-		if err := s.st.ClearCredentialState(ctx, id); err != nil {
-			// The credential is enabled; a stale cooldown only delays it.
-			s.logger.LogAttrs(ctx, slog.LevelWarn, "clear credential state",
+		if err := s.storeReady(ctx, id); err != nil {
+			// The credential is enabled; a stale cooldown or invalid mark
+			// only delays it (until it expires or the next re-check).
+			s.logger.LogAttrs(ctx, slog.LevelWarn, "credential enabled, but its cooldown or invalid state was not reset",
 				slog.String("credential_id", id), slog.String("error", err.Error()))
 		}
 	}

@@ -1,13 +1,19 @@
 package adminui
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
+	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
 
@@ -226,15 +232,16 @@ func TestServiceDirect(t *testing.T) {
 	if err := s.SetCredentialLimit(ctx, c.ID, -1); !isValidation(err, "max_concurrency") {
 		t.Errorf("limit -1: %v", err)
 	}
-	// Re-enabling clears a persisted invalid state.
+	// Re-enabling replaces a persisted invalid state with a ready one
+	// (TestServiceStoresRecoveries has the details).
 	if err := e.st.SetCredentialState(ctx, store.CredentialState{CredentialID: c.ID, State: "invalid", Reason: "unauthorized", UpdatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.SetCredentialEnabled(ctx, c.ID, true); err != nil {
 		t.Fatal(err)
 	}
-	if states, _ := e.st.ListCredentialStates(ctx); len(states) != 0 {
-		t.Errorf("states after re-enabling = %+v, want none", states)
+	if states, _ := e.st.ListCredentialStates(ctx); len(states) != 1 || states[0].State != store.StateReady {
+		t.Errorf("states after re-enabling = %+v, want one ready state", states)
 	}
 	vs, err := s.ListCredentials(ctx)
 	if err != nil || len(vs) != 1 || !vs[0].Enabled || vs[0].MaxConcurrency != 3 || vs[0].TokenMasked != "ATAT…x9Q2" {
@@ -314,4 +321,245 @@ func TestLoginService(t *testing.T) {
 func isValidation(err error, field string) bool {
 	var ve *ValidationError
 	return errors.As(err, &ve) && ve.Field == field
+}
+
+// TestServiceStoresRecoveries: enabling a disabled credential and
+// resetting one store a ready state dated by the service's clock (never a
+// deletion, which would offer a running pool nothing newer than the state it
+// holds); disabling, and enabling one already enabled, leave the state as
+// it is; an unknown id is ErrNotFound and stores nothing.
+func TestServiceStoresRecoveries(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	e := newEnv(t, envOptions{noPool: true})
+	now := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+	var changed int
+	s := newService(e.st, e.cipher, nil, Config{}.withDefaults(), func() time.Time { return now }, func() { changed++ })
+	earlier := now.Add(-time.Minute)
+	ready := func(id string) store.CredentialState {
+		return store.CredentialState{CredentialID: id, State: store.StateReady, Reason: "success", UpdatedAt: now}
+	}
+	invalid := func(id string) store.CredentialState {
+		return store.CredentialState{CredentialID: id, State: store.StateInvalid, Reason: "unauthorized", UpdatedAt: earlier}
+	}
+	cooling := func(id string) store.CredentialState {
+		return store.CredentialState{CredentialID: id, State: store.StateCooling, Reason: "rate_limited",
+			Until: time.Now().Add(time.Hour).UTC(), UpdatedAt: earlier}
+	}
+
+	tests := []struct {
+		name    string
+		enabled bool                                   // the credential's flag before do
+		before  func(id string) *store.CredentialState // nil: no stored state
+		do      func(id string) error
+		want    func(id string) *store.CredentialState // nil: no stored state
+	}{
+		{"enable a disabled invalid one", false, someRecord(invalid), func(id string) error { return s.SetCredentialEnabled(ctx, id, true) }, someRecord(ready)},
+		{"enable a disabled cooling one", false, someRecord(cooling), func(id string) error { return s.SetCredentialEnabled(ctx, id, true) }, someRecord(ready)},
+		{"enable a disabled one without state", false, nil, func(id string) error { return s.SetCredentialEnabled(ctx, id, true) }, someRecord(ready)},
+		{"enable through UpdateCredential", false, someRecord(invalid), func(id string) error {
+			on := true
+			_, err := s.UpdateCredential(ctx, id, CredentialPatch{Enabled: &on})
+			return err
+		}, someRecord(ready)},
+		{"enable an enabled one", true, someRecord(invalid), func(id string) error { return s.SetCredentialEnabled(ctx, id, true) }, someRecord(invalid)},
+		{"disable", true, someRecord(invalid), func(id string) error { return s.SetCredentialEnabled(ctx, id, false) }, someRecord(invalid)},
+		{"reset an invalid one", true, someRecord(invalid), func(id string) error { return s.ResetCredential(ctx, id) }, someRecord(ready)},
+		{"reset a cooling one", true, someRecord(cooling), func(id string) error { return s.ResetCredential(ctx, id) }, someRecord(ready)},
+		{"reset one without state", true, nil, func(id string) error { return s.ResetCredential(ctx, id) }, someRecord(ready)},
+		{"reset a disabled one", false, someRecord(invalid), func(id string) error { return s.ResetCredential(ctx, id) }, someRecord(ready)},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := s.AddCredential(ctx, CredentialInput{Email: fmt.Sprintf("r%d@example.com", i), Token: atlassianToken})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.enabled {
+				if err := s.SetCredentialEnabled(ctx, c.ID, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.before != nil {
+				if err := e.st.SetCredentialState(ctx, *tc.before(c.ID)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			calls := changed
+			if err := tc.do(c.ID); err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if changed != calls+1 {
+				t.Errorf("change hook ran %d times, want once", changed-calls)
+			}
+			got, ok := storedStateOf(t, e.st, c.ID)
+			var want *store.CredentialState
+			if tc.want != nil {
+				want = tc.want(c.ID)
+			}
+			switch {
+			case want == nil && ok:
+				t.Errorf("state = %+v, want none", got)
+			case want != nil && !ok:
+				t.Errorf("no state, want %+v", *want)
+			case want != nil && !sameStateRecord(got, *want):
+				t.Errorf("state = %+v, want %+v", got, *want)
+			}
+		})
+	}
+
+	t.Run("reset an unknown id", func(t *testing.T) {
+		calls := changed
+		err := s.ResetCredential(ctx, "cred_missing")
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("err = %v, want ErrNotFound", err)
+		}
+		if changed != calls {
+			t.Error("the change hook ran after a failed reset")
+		}
+		if st, ok := storedStateOf(t, e.st, "cred_missing"); ok {
+			t.Errorf("a state was stored for an unknown id: %+v", st)
+		}
+	})
+}
+
+// TestServiceRecoveryStoreDown: when the state cannot be written, a reset
+// fails (wrapping store.ErrUnavailable) and an enable still enables,
+// warning by id that the old state stays.
+func TestServiceRecoveryStoreDown(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	var down *statesDownStore
+	e := newEnv(t, envOptions{noPool: true, wrapStore: func(s store.Store) store.Store { down = &statesDownStore{Store: s}; return down }})
+	logs := &logtest.Buffer{}
+	s := NewService(down, e.cipher, slog.New(slog.NewJSONHandler(logs, nil)))
+	c, err := s.AddCredential(ctx, CredentialInput{Email: "down@example.com", Token: atlassianToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetCredentialEnabled(ctx, c.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	old := store.CredentialState{CredentialID: c.ID, State: store.StateInvalid, Reason: "unauthorized", UpdatedAt: time.Now().UTC()}
+	if err := e.st.SetCredentialState(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	down.statesDown.Store(true)
+
+	if err := s.ResetCredential(ctx, c.ID); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("reset: err = %v, want store.ErrUnavailable", err)
+	}
+	if err := s.SetCredentialEnabled(ctx, c.ID, true); err != nil {
+		t.Fatalf("enable: %v, want the credential enabled all the same", err)
+	}
+	if v, err := s.GetCredential(ctx, c.ID); err != nil || !v.Enabled {
+		t.Errorf("after enabling: %+v, %v, want enabled", v, err)
+	}
+	if got, ok := storedStateOf(t, e.st, c.ID); !ok || !sameStateRecord(got, old) {
+		t.Errorf("state = %+v (%t), want the old one %+v", got, ok, old)
+	}
+	warns := logs.Messages(t, "credential enabled, but its cooldown or invalid state was not reset")
+	if len(warns) != 1 || warns[0]["credential_id"] != c.ID || warns[0]["level"] != "WARN" {
+		t.Errorf("warnings = %+v, want one naming %s", warns, c.ID)
+	}
+	if strings.Contains(logs.String(), atlassianToken) {
+		t.Error("the credential's token is in the log")
+	}
+}
+
+// TestServiceRecoveryReachesPool: with a real pool synced from the store
+// only after both calls (one syncer round), a disable then an enable, and a
+// reset, bring back a credential the pool holds as invalid.
+func TestServiceRecoveryReachesPool(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	e := newEnv(t, envOptions{})
+	s := NewService(e.st, e.cipher, nil) // no change hook: e.resync is the syncer round
+	c, err := s.AddCredential(ctx, CredentialInput{Email: "pool@example.com", Token: atlassianToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalidate := func(t *testing.T) {
+		t.Helper()
+		if err := e.st.SetCredentialState(ctx, store.CredentialState{CredentialID: c.ID, State: store.StateInvalid,
+			Reason: "unauthorized", UpdatedAt: time.Now().UTC()}); err != nil {
+			t.Fatal(err)
+		}
+		e.resync()
+		if got := poolStateOf(t, e.pool, c.ID); got != pool.StateInvalid {
+			t.Fatalf("pool state = %q, want %q before the recovery", got, pool.StateInvalid)
+		}
+	}
+	tests := []struct {
+		name    string
+		recover func() error
+	}{
+		{"disable and enable", func() error {
+			if err := s.SetCredentialEnabled(ctx, c.ID, false); err != nil {
+				return err
+			}
+			return s.SetCredentialEnabled(ctx, c.ID, true)
+		}},
+		{"reset", func() error { return s.ResetCredential(ctx, c.ID) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			invalidate(t)
+			if err := tc.recover(); err != nil {
+				t.Fatal(err)
+			}
+			e.resync()
+			if got := poolStateOf(t, e.pool, c.ID); got != pool.StateReady {
+				t.Errorf("pool state = %q, want %q", got, pool.StateReady)
+			}
+		})
+	}
+}
+
+// statesDownStore fails every credential state write.
+type statesDownStore struct {
+	store.Store
+	statesDown atomic.Bool
+}
+
+func (d *statesDownStore) SetCredentialState(ctx context.Context, st store.CredentialState) error {
+	if d.statesDown.Load() {
+		return errors.Join(errors.New("sqlite: set credential state: connection refused"), store.ErrUnavailable)
+	}
+	return d.Store.SetCredentialState(ctx, st)
+}
+
+func someRecord(f func(string) store.CredentialState) func(string) *store.CredentialState {
+	return func(id string) *store.CredentialState { st := f(id); return &st }
+}
+
+// stateOf is the stored state of a credential.
+func storedStateOf(t *testing.T, st store.Store, id string) (store.CredentialState, bool) {
+	t.Helper()
+	states, err := st.ListCredentialStates(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range states {
+		if s.CredentialID == id {
+			return s, true
+		}
+	}
+	return store.CredentialState{}, false
+}
+
+func sameStateRecord(a, b store.CredentialState) bool {
+	return a.CredentialID == b.CredentialID && a.State == b.State && a.Reason == b.Reason &&
+		a.Until.Equal(b.Until) && a.UpdatedAt.Equal(b.UpdatedAt)
+}
+
+func poolStateOf(t *testing.T, p *pool.Pool, id string) string {
+	t.Helper()
+	for _, c := range p.Status().Credentials {
+		if c.ID == id {
+			return c.State
+		}
+	}
+	t.Fatalf("credential %s is not in the pool", id)
+	return ""
 }

@@ -98,12 +98,16 @@ func newFlagSet(name, synopsis string, e env) *flag.FlagSet {
 	return fs
 }
 
-// parseArgs parses flags that may come before or after positional arguments.
+// parseArgs parses flags that may come before or after positional
+// arguments. A bad flag is a usage error (exit status 2).
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, err
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %w", errUsage, err)
 		}
 		if fs.NArg() == 0 {
 			return pos, nil
@@ -135,7 +139,8 @@ func credentialCmd(ctx context.Context, e env, args []string) error {
 		"remove":  func(a []string) error { return credentialRemove(ctx, e, a) },
 		"enable":  func(a []string) error { return credentialSetEnabled(ctx, e, a, true) },
 		"disable": func(a []string) error { return credentialSetEnabled(ctx, e, a, false) },
-	}, "add|list|remove|enable|disable")
+		"reset":   func(a []string) error { return credentialReset(ctx, e, a) },
+	}, "add|list|remove|enable|disable|reset")
 }
 
 func credentialAdd(ctx context.Context, e env, args []string) error {
@@ -207,15 +212,20 @@ func listCommand[T any](ctx context.Context, e env, args []string, name string,
 }
 
 func credentialRemove(ctx context.Context, e env, args []string) error {
-	return idCommand(ctx, e, args, "credential remove", "credential", func(svc *adminui.Service, id string) (string, error) {
+	return idCommand(ctx, e, args, "credential remove", "credential", "", func(svc *adminui.Service, id string) (string, error) {
 		return "removed credential " + id, svc.RemoveCredential(ctx, id)
 	})
 }
 
 // idCommand runs a subcommand that takes the store flags and exactly one
-// record id, and prints what fn reports on success.
-func idCommand(ctx context.Context, e env, args []string, name, what string, fn func(*adminui.Service, string) (string, error)) error {
-	fs := newFlagSet(name, name+" ID", e)
+// record id, and prints what fn reports on success. about, when set, is a
+// paragraph of its --help.
+func idCommand(ctx context.Context, e env, args []string, name, what, about string, fn func(*adminui.Service, string) (string, error)) error {
+	synopsis := name + " ID"
+	if about != "" {
+		synopsis += "\n\n" + about
+	}
+	fs := newFlagSet(name, synopsis, e)
 	var sf storeFlags
 	sf.register(fs, e)
 	pos, err := parseArgs(fs, args)
@@ -236,13 +246,31 @@ func idCommand(ctx context.Context, e env, args []string, name, what string, fn 
 }
 
 // credentialSetEnabled takes a credential out of rotation or puts it back;
-// enabling also clears a stored cooldown or invalid state (the running
+// enabling a disabled one also resets it as credentialReset does (a running
 // server picks the change up within 2 s).
 func credentialSetEnabled(ctx context.Context, e env, args []string, enabled bool) error {
 	verb := map[bool]string{true: "enable", false: "disable"}[enabled]
-	return idCommand(ctx, e, args, "credential "+verb, "credential", func(svc *adminui.Service, id string) (string, error) {
+	about := map[bool]string{
+		true: "Puts a disabled credential back in rotation and clears its cooldown or invalid state\n" +
+			"(as credential reset does); a running server (every replica) applies it within 2 s.",
+		false: "Takes the credential out of rotation; requests in flight on it finish.",
+	}[enabled]
+	return idCommand(ctx, e, args, "credential "+verb, "credential", about, func(svc *adminui.Service, id string) (string, error) {
 		return verb + "d credential " + id, svc.SetCredentialEnabled(ctx, id, enabled)
 	})
+}
+
+// credentialReset clears a credential's cooldown or invalid state at once,
+// as the admin API's reset does: it is stored as a recovery, so a running
+// server and every replica apply it within a syncer round.
+func credentialReset(ctx context.Context, e env, args []string) error {
+	return idCommand(ctx, e, args, "credential reset", "credential",
+		"Clears the credential's cooldown or invalid state at once (a rate limit, a refused or revoked\n"+
+			"token), so the proxy tries it again; a running server (every replica) applies it within 2 s.\n"+
+			"It does not enable a disabled credential.",
+		func(svc *adminui.Service, id string) (string, error) {
+			return "reset credential " + id, svc.ResetCredential(ctx, id)
+		})
 }
 
 func tokenCmd(ctx context.Context, e env, args []string) error {
@@ -297,7 +325,7 @@ func tokenList(ctx context.Context, e env, args []string) error {
 }
 
 func tokenRevoke(ctx context.Context, e env, args []string) error {
-	return idCommand(ctx, e, args, "token revoke", "token", func(svc *adminui.Service, id string) (string, error) {
+	return idCommand(ctx, e, args, "token revoke", "token", "", func(svc *adminui.Service, id string) (string, error) {
 		return "revoked token " + id, svc.RevokeToken(ctx, id)
 	})
 }

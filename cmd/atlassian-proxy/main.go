@@ -30,7 +30,7 @@ const usageText = `atlassian-proxy: an OpenAI-compatible API in front of the Atl
 
 Usage:
   atlassian-proxy [serve] [flags]              run the server (the default)
-  atlassian-proxy credential add|list|remove|enable|disable
+  atlassian-proxy credential add|list|remove|enable|disable|reset
                                                manage Atlassian credentials
   atlassian-proxy token create|list|revoke     manage client API tokens
   atlassian-proxy reset-password               set and print a new random admin password
