@@ -45,9 +45,10 @@ type dump struct {
 }
 
 func exportCmd(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet("export", "export [FILE]   (default: standard output)", e)
+	fs := newFlagSet("export", "export [--force] [FILE]   (default: standard output)", e)
 	var sf storeFlags
 	sf.register(fs, e)
+	force := fs.Bool("force", false, "export even while the Redis store records a data loss (the file would lack what was lost)")
 	rest, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -60,6 +61,9 @@ func exportCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer st.Close()
+	if err := checkNoLoss(ctx, st, *force); err != nil {
+		return err
+	}
 	d, err := readDump(ctx, st)
 	if err != nil {
 		return err
@@ -73,6 +77,25 @@ func exportCmd(ctx context.Context, e env, args []string) error {
 	}
 	fmt.Fprintf(e.stderr, "exported %d credentials, %d tokens, %d states, %d usage rows%s\n",
 		len(d.Credentials), len(d.Tokens), len(d.States), len(d.Usage), map[bool]string{true: " and the admin password"}[d.AdminPassword != nil])
+	return nil
+}
+
+// checkNoLoss refuses to export a Redis store that records a data loss:
+// it holds only what was written since, and a daily export of it would
+// pass for a backup (and be restored one day instead of the last good one).
+func checkNoLoss(ctx context.Context, st openedStore, force bool) error {
+	if st.redis == nil || force {
+		return nil
+	}
+	rec, err := st.redis.Loss(ctx)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if rec != nil {
+		return fmt.Errorf("export: the store lost its data (%s) and holds only what was written since; "+
+			"an export now is no backup. Restore the last good export with `atlassian-proxy import` first "+
+			"(see docs/operations.md), or pass --force to export what there is", rec)
+	}
 	return nil
 }
 
@@ -128,13 +151,19 @@ func readDump(ctx context.Context, st openedStore) (*dump, error) {
 }
 
 func importCmd(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet("import", "import [--keep-password] FILE   (- reads standard input)", e)
+	fs := newFlagSet("import", "import [--keep-password] FILE   (- reads standard input)\n"+
+		"       atlassian-proxy import --clear-loss   (Redis: the store was re-seeded by hand)", e)
 	var sf storeFlags
 	sf.register(fs, e)
 	keepPassword := fs.Bool("keep-password", false, "leave the target's admin password as it is")
+	clearLoss := fs.Bool("clear-loss", false, "import nothing, only clear the record of a Redis data loss "+
+		"(after re-seeding the store by hand; an import clears it by itself)")
 	rest, err := parseArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	if *clearLoss {
+		return clearLossCmd(ctx, e, &sf, rest)
 	}
 	if len(rest) != 1 {
 		return fmt.Errorf("%w: import takes one file name (- for standard input)", errUsage)
@@ -177,7 +206,52 @@ func importCmd(ctx context.Context, e env, args []string) error {
 	fmt.Fprintf(e.stderr, "imported %d credentials (%d already there), %d tokens (%d already there), %d states, %d usage rows (%d already there)%s\n",
 		r.creds, r.credsSkipped, r.tokens, r.tokensSkipped, r.states, r.usage, r.usageSkipped,
 		map[bool]string{true: ", the admin password"}[r.password])
-	return err
+	if err != nil || st.redis == nil {
+		return err
+	}
+	// The data is back: the replicas may stop reporting its loss. (A failed
+	// import leaves the record: run it again, it is safe to.)
+	rec, err := st.redis.ClearLoss(ctx)
+	if err != nil {
+		return fmt.Errorf("import: the data is in, but the record of the store's data loss could not be cleared "+
+			"(run `atlassian-proxy import --clear-loss`): %w", err)
+	}
+	if rec != nil {
+		fmt.Fprintf(e.stderr, "cleared the record of the store's data loss (%s): the replicas report ready within 2 s\n", rec)
+	}
+	return nil
+}
+
+// clearLossCmd is `import --clear-loss`: the operator re-seeded a Redis
+// that lost its data by hand (no export to import) and says it is whole
+// again, so that the replicas stop reporting the loss.
+func clearLossCmd(ctx context.Context, e env, sf *storeFlags, rest []string) error {
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: import --clear-loss takes no file (an import clears the record by itself)", errUsage)
+	}
+	settings, err := sf.settings(e)
+	if err != nil {
+		return err
+	}
+	if settings.RedisURL == "" {
+		return fmt.Errorf("%w: import --clear-loss: only a Redis store (REDIS_URL) records a data loss", errUsage)
+	}
+	st, err := sf.open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rec, err := st.redis.ClearLoss(ctx)
+	if err != nil {
+		return fmt.Errorf("import --clear-loss: %w", err)
+	}
+	if rec == nil {
+		fmt.Fprintln(e.stderr, "no data loss is recorded: nothing to clear")
+		return nil
+	}
+	fmt.Fprintf(e.stderr, "cleared the record of the store's data loss (%s): the replicas take the store as it is "+
+		"and report ready within 2 s\n", rec)
+	return nil
 }
 
 type importResult struct {

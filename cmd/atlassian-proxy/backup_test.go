@@ -11,9 +11,14 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/internal/redistest"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
+	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
 	"github.com/atlassian-proxy/atlassian-proxy/store/sqlite"
 )
 
@@ -371,4 +376,135 @@ func assertNoSecretIn(t *testing.T, where, text string, secrets []string) {
 			t.Errorf("%s holds a secret in clear (%d characters starting %.6q)", where, len(s), s)
 		}
 	}
+}
+
+// TestImportDataLossRecord: with Redis, a successful import clears the
+// record of a data loss; an import that could not clear it says how to
+// (exit 1, the data in); `import --clear-loss` clears it alone, refuses a
+// file and the embedded store, and fails when Redis does not let it or is
+// gone; export refuses a store that records a loss unless forced, and
+// fails when it cannot read the record. No output shows a Redis password.
+func TestImportDataLossRecord(t *testing.T) {
+	const (
+		redisPW   = "redis-default-pw-7c1e5a93"
+		noClearPW = "redis-noclear-pw-2b8d4f60"
+		noLossPW  = "redis-noloss-pw-91e07a3c"
+	)
+	rs := redistest.StartWith(t, redistest.Config{Password: redisPW})
+	raw := goredis.NewClient(&goredis.Options{Addr: rs.Addr(), Password: redisPW,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+	t.Cleanup(func() { raw.Close() })
+	ctx := t.Context()
+	const p = redisstore.DefaultPrefix
+	// noclear may read the loss record but not delete it; noloss may not
+	// touch it at all. Both may do everything else.
+	for _, acl := range [][]any{
+		{"ACL", "SETUSER", "noclear", "on", ">" + noClearPW, "~" + p + "[^l]*", "%R~" + p + "lost", "&*", "+@all"},
+		{"ACL", "SETUSER", "noloss", "on", ">" + noLossPW, "~" + p + "[^l]*", "&*", "+@all"},
+	} {
+		if err := raw.Do(ctx, acl...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := randomKey(t)
+	as := func(user, pw string) map[string]string {
+		return map[string]string{"REDIS_URL": "redis://" + user + ":" + pw + "@" + rs.Addr() + "/0", "SECRET_KEY": key}
+	}
+	env, noClear, noLoss := as("default", redisPW), as("noclear", noClearPW), as("noloss", noLossPW)
+	var outputs []string
+	run := func(env map[string]string, stdin string, args ...string) (string, int) {
+		t.Helper()
+		out, errOut, code := cli(t, env, stdin, args...)
+		outputs = append(outputs, out, errOut)
+		return errOut, code
+	}
+
+	if errOut, code := run(env, "ATATT-loss-record-token\n", "credential", "add", "--email", "dev@example.com", "--token", "-"); code != 0 {
+		t.Fatalf("credential add: %d %s", code, errOut)
+	}
+	backup := filepath.Join(t.TempDir(), "backup.json")
+	if errOut, code := run(env, "", "export", backup); code != 0 {
+		t.Fatalf("export: %d %s", code, errOut)
+	}
+	// A replica (this store connection) saw the data; Redis loses it.
+	replica, err := redisstore.Open(ctx, redisstore.Options{URL: rs.URL(), Password: redisPW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replica.Close()
+	if rec, err := replica.Marker(ctx); err != nil || rec != nil {
+		t.Fatalf("Marker before the loss: %v, %v", rec, err)
+	}
+	if err := raw.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := replica.Marker(ctx); err != nil || rec == nil {
+		t.Fatalf("Marker after the loss: %v, %v; want the record", rec, err)
+	}
+	recorded := func() bool {
+		t.Helper()
+		rec, err := replica.Loss(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec != nil
+	}
+
+	// Export: refused while the loss is recorded; an unreadable record is an error.
+	if errOut, code := run(env, "", "export", filepath.Join(t.TempDir(), "x.json")); code != 1 || !strings.Contains(errOut, "the store lost its data (noticed at") {
+		t.Errorf("export during the loss: exit %d, %s", code, errOut)
+	}
+	if errOut, code := run(noLoss, "", "export", "--force"); code != 0 {
+		t.Errorf("export --force (the record not even read): exit %d, %s", code, errOut)
+	}
+	if errOut, code := run(noLoss, "", "export"); code != 1 || !strings.Contains(errOut, "export: redis: read the loss record") {
+		t.Errorf("export without access to the record: exit %d, %s", code, errOut)
+	}
+
+	// An import whose record cannot be cleared: the data is in, exit 1 with the way out.
+	errOut, code := run(noClear, "", "import", backup)
+	if code != 1 || !strings.Contains(errOut, "imported 1 credentials") || !strings.Contains(errOut, "import --clear-loss") {
+		t.Errorf("import unable to clear the record: exit %d, %s", code, errOut)
+	}
+	if !recorded() {
+		t.Error("the record went though the import could not clear it")
+	}
+	if errOut, code := run(noClear, "", "import", "--clear-loss"); code != 1 || !strings.Contains(errOut, "import --clear-loss: redis: clear the loss record") {
+		t.Errorf("import --clear-loss without the right: exit %d, %s", code, errOut)
+	}
+
+	// Usage errors: a file with --clear-loss, the embedded store.
+	if errOut, code := run(env, "", "import", "--clear-loss", backup); code != 2 || !strings.Contains(errOut, "takes no file") {
+		t.Errorf("import --clear-loss FILE: exit %d, %s", code, errOut)
+	}
+	embedded := map[string]string{"DATA_DIR": t.TempDir()}
+	if errOut, code := run(embedded, "", "import", "--clear-loss"); code != 2 || !strings.Contains(errOut, "only a Redis store") {
+		t.Errorf("import --clear-loss on the embedded store: exit %d, %s", code, errOut)
+	}
+	if entries, _ := os.ReadDir(embedded["DATA_DIR"]); len(entries) != 0 {
+		t.Errorf("import --clear-loss on the embedded store created %d files", len(entries))
+	}
+
+	// The import (again: safe) clears it; then there is nothing to clear.
+	errOut, code = run(env, "", "import", backup)
+	if code != 0 || !strings.Contains(errOut, "imported 0 credentials (1 already there)") ||
+		!strings.Contains(errOut, "cleared the record of the store's data loss (noticed at") {
+		t.Errorf("import: exit %d, %s", code, errOut)
+	}
+	if recorded() {
+		t.Error("the record is still there after the import")
+	}
+	if errOut, code := run(env, "", "export", filepath.Join(t.TempDir(), "y.json")); code != 0 {
+		t.Errorf("export after the import: exit %d, %s", code, errOut)
+	}
+	if errOut, code := run(env, "", "import", "--clear-loss"); code != 0 || !strings.Contains(errOut, "no data loss is recorded") {
+		t.Errorf("import --clear-loss with nothing recorded: exit %d, %s", code, errOut)
+	}
+
+	// Redis gone: the clear fails.
+	rs.Stop(t)
+	if errOut, code := run(env, "", "import", "--clear-loss"); code != 1 || !strings.Contains(errOut, "open the Redis store") {
+		t.Errorf("import --clear-loss with Redis down: exit %d, %s", code, errOut)
+	}
+	assertNoSecretIn(t, "the CLI's output", strings.Join(outputs, "\n"), []string{redisPW, noClearPW, noLossPW})
 }

@@ -404,3 +404,240 @@ func credIDOf(t *testing.T, a *admin, email string) string {
 	t.Fatalf("no credential %s in %s", email, body)
 	return ""
 }
+
+// dataLostGauge reads atlassian_proxy_store_data_lost from p's metrics.
+func dataLostGauge(t *testing.T, p *proxy) string {
+	t.Helper()
+	resp, err := http.Get(p.MetricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "atlassian_proxy_store_data_lost "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no atlassian_proxy_store_data_lost in the metrics of %s", p.URL)
+	return ""
+}
+
+// TestReplicasStartedDuringDataLoss: a brand-new deployment is ready; once
+// Redis lost its data, replicas started afterwards (a restart, a roll, the
+// autoscaler) report the loss from their start, also when every replica
+// that saw the data is gone, until an import; re-seeding by hand needs
+// `import --clear-loss`.
+func TestReplicasStartedDuringDataLoss(t *testing.T) {
+	rs := redistest.Start(t)
+	gw := fake.Start(t, fake.Options{Credentials: []fake.Credential{
+		{Email: "a@example.com", Token: "tok-loss-a"}, {Email: "b@example.com", Token: "tok-loss-b"},
+	}})
+	env := map[string]string{"UPSTREAM_URL": gw.URL, "REDIS_URL": rs.URL(), "SECRET_KEY": randomKey(t),
+		"ADMIN_PASSWORD": "data loss test password"}
+	lost := func(p *proxy) bool {
+		s, b := readyBody(t, p.URL)
+		return s == http.StatusOK && strings.Contains(b, "store_data_lost")
+	}
+	ready := func(ps ...*proxy) func() bool {
+		return func() bool {
+			for _, p := range ps {
+				if s, b := readyBody(t, p.URL); s != http.StatusOK || b != `{"status":"ready"}` {
+					return false
+				}
+			}
+			return true
+		}
+	}
+
+	// The first start ever, on an empty Redis: not a loss.
+	r1 := startProxy(t, env)
+	if !ready(r1)() || dataLostGauge(t, r1) != "0" || strings.Contains(r1.Stderr.String(), "LOST ITS DATA") {
+		_, b := readyBody(t, r1.URL)
+		t.Fatalf("first start on an empty Redis: /ready %s, gauge %s; want ready, 0", b, dataLostGauge(t, r1))
+	}
+	if _, errOut, code := cli(t, env, "tok-loss-a\n", "credential", "add", "--email", "a@example.com", "--token", "-"); code != 0 {
+		t.Fatalf("credential add: %d %s", code, errOut)
+	}
+	token, errOut, code := cli(t, env, "", "token", "create", "--name", "loss")
+	if code != 0 {
+		t.Fatalf("token create: %d %s", code, errOut)
+	}
+	token = strings.TrimSpace(token)
+	eventually(t, 2*time.Second, "replica 1 serves the seeded credential", func() bool {
+		s, _ := chatOnce(t, r1.URL, token)
+		return s == http.StatusOK
+	})
+	backup := filepath.Join(t.TempDir(), "backup.json")
+	if _, errOut, code := cli(t, env, "", "export", backup); code != 0 {
+		t.Fatalf("export: %d %s", code, errOut)
+	}
+
+	// Redis loses its data: replica 1 notices and keeps serving.
+	rs.Restart(t)
+	eventually(t, 5*time.Second, "replica 1 reports the loss", func() bool { return lost(r1) })
+	if s, b := chatOnce(t, r1.URL, token); s != http.StatusOK {
+		t.Errorf("replica 1 during the loss: %d %s, want served from memory", s, b)
+	}
+
+	// A replica started now reports the loss from its first /ready, and so
+	// does one started once every replica that saw the data is gone.
+	r2 := startProxy(t, env)
+	if !lost(r2) || dataLostGauge(t, r2) != "1" || !strings.Contains(r2.Stderr.String(), "THE STORE LOST ITS DATA") {
+		_, b := readyBody(t, r2.URL)
+		t.Errorf("a replica started during the loss: /ready %s, gauge %s, logged %t", b, dataLostGauge(t, r2),
+			strings.Contains(r2.Stderr.String(), "THE STORE LOST ITS DATA"))
+	}
+	if code := r1.stop(t); code != 0 {
+		t.Errorf("replica 1 exit %d", code)
+	}
+	r3 := startProxy(t, env)
+	if !lost(r3) || dataLostGauge(t, r3) != "1" {
+		_, b := readyBody(t, r3.URL)
+		t.Errorf("a replica started after every replica that saw the data: /ready %s, gauge %s", b, dataLostGauge(t, r3))
+	}
+	time.Sleep(1500 * time.Millisecond) // rounds pass; the loss stays reported
+	if !lost(r2) || !lost(r3) {
+		t.Error("the loss is no longer reported before any import")
+	}
+
+	// An export now is no backup: refused unless forced.
+	if _, errOut, code := cli(t, env, "", "export", filepath.Join(t.TempDir(), "empty.json")); code != 1 ||
+		!strings.Contains(errOut, "lost its data") || !strings.Contains(errOut, "--force") {
+		t.Errorf("export during the loss: exit %d, %s; want 1 and the reason", code, errOut)
+	}
+	if _, errOut, code := cli(t, env, "", "export", "--force", filepath.Join(t.TempDir(), "empty.json")); code != 0 {
+		t.Errorf("export --force during the loss: exit %d, %s", code, errOut)
+	}
+
+	// The import restores the data and clears the record.
+	_, errOut, code = cli(t, env, "", "import", backup)
+	if code != 0 || !strings.Contains(errOut, "cleared the record of the store's data loss (noticed at") {
+		t.Fatalf("import: exit %d: %s", code, errOut)
+	}
+	took := eventually(t, 2*time.Second, "replicas 2 and 3 ready after the import", ready(r2, r3))
+	t.Logf("replicas started during the loss reported ready %s after the import", took)
+	if s, b := chatOnce(t, r3.URL, token); s != http.StatusOK {
+		t.Errorf("replica 3 after the import: %d %s", s, b)
+	}
+	if dataLostGauge(t, r2) != "0" || dataLostGauge(t, r3) != "0" {
+		t.Error("the data-lost gauge is still 1 after the import")
+	}
+	if _, errOut, code := cli(t, env, "", "import", "--clear-loss"); code != 0 || !strings.Contains(errOut, "no data loss is recorded") {
+		t.Errorf("import --clear-loss with nothing recorded: exit %d, %s", code, errOut)
+	}
+
+	// A second loss, re-seeded by hand (no backup): still reported until
+	// the operator clears it.
+	rs.Restart(t)
+	eventually(t, 5*time.Second, "replicas 2 and 3 report the second loss", func() bool { return lost(r2) && lost(r3) })
+	if _, errOut, code := cli(t, env, "tok-loss-b\n", "credential", "add", "--email", "b@example.com", "--token", "-"); code != 0 {
+		t.Fatalf("credential add: %d %s", code, errOut)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if !lost(r2) || !lost(r3) {
+		t.Error("a re-seed by hand ended the loss report without the operator's word")
+	}
+	if _, errOut, code := cli(t, env, "", "import", "--clear-loss", backup); code != 2 || !strings.Contains(errOut, "takes no file") {
+		t.Errorf("import --clear-loss FILE: exit %d, %s; want 2", code, errOut)
+	}
+	_, errOut, code = cli(t, env, "", "import", "--clear-loss")
+	if code != 0 || !strings.Contains(errOut, "cleared the record of the store's data loss") {
+		t.Fatalf("import --clear-loss: exit %d, %s", code, errOut)
+	}
+	took = eventually(t, 2*time.Second, "replicas 2 and 3 ready after --clear-loss", ready(r2, r3))
+	t.Logf("replicas reported ready %s after import --clear-loss", took)
+}
+
+// TestReplicasReconcileAfterPause: Redis stalls (CLIENT PAUSE: connections
+// stay open, nothing is lost) while replica 1 meets a 429; once Redis
+// serves again, replica 2 shows that credential cooling and both /ready
+// are clean within about 2 s. Prints the times measured from the end of
+// the pause.
+func TestReplicasReconcileAfterPause(t *testing.T) {
+	rs := redistest.Start(t)
+	gw := fake.Start(t, fake.Options{Credentials: []fake.Credential{
+		{Email: "a@example.com", Token: "tok-pause-a"}, {Email: "b@example.com", Token: "tok-pause-b"},
+	}})
+	const password = "pause test admin password"
+	env := map[string]string{"UPSTREAM_URL": gw.URL, "REDIS_URL": rs.URL(), "SECRET_KEY": randomKey(t), "ADMIN_PASSWORD": password}
+	for _, c := range []struct{ email, token string }{{"a@example.com", "tok-pause-a"}, {"b@example.com", "tok-pause-b"}} {
+		if _, errOut, code := cli(t, env, c.token+"\n", "credential", "add", "--email", c.email, "--token", "-"); code != 0 {
+			t.Fatalf("credential add: %d %s", code, errOut)
+		}
+	}
+	token, errOut, code := cli(t, env, "", "token", "create", "--name", "pause")
+	if code != 0 {
+		t.Fatalf("token create: %d %s", code, errOut)
+	}
+	token = strings.TrimSpace(token)
+	r1, r2 := startProxy(t, env), startProxy(t, env)
+	adm, _ := login(t, r2.URL, password)
+	idA := credIDOf(t, adm, "a@example.com")
+	for _, p := range []*proxy{r1, r2} {
+		if s, b := chatOnce(t, p.URL, token); s != http.StatusOK {
+			t.Fatalf("chat on %s before the pause: %d %s", p.URL, s, b)
+		}
+		if st := poolState(adm, p.URL, idA); st != "ready" {
+			t.Fatalf("credential a on %s before the pause: %s", p.URL, st)
+		}
+	}
+
+	// Redis stalls. Replica 1 meets a 429 on a (and fails over to b).
+	const pause = 4 * time.Second
+	paused := time.Now()
+	ended := rs.Pause(t, pause)
+	gw.SetBehavior("a@example.com", fake.Behavior{Fault: fake.RateLimitMinute, RetryAfterSeconds: 120})
+	for hit := gw.Stats("a@example.com").Requests; gw.Stats("a@example.com").Requests == hit; {
+		if s, b := chatOnce(t, r1.URL, token); s != http.StatusOK {
+			t.Fatalf("chat on replica 1 during the pause: %d %s", s, b)
+		}
+	}
+	gw.SetBehavior("a@example.com", fake.Behavior{})
+	met := time.Since(paused)
+	// The replicas see the store stall.
+	for _, p := range []*proxy{r1, r2} {
+		eventually(t, pause, "replica reports the store unavailable during the pause", func() bool {
+			s, b := readyBody(t, p.URL)
+			return s == http.StatusOK && strings.Contains(b, "store_unavailable")
+		})
+	}
+	if since := time.Since(paused); since >= pause-200*time.Millisecond {
+		t.Fatalf("the checks during the pause took %v of its %v: the test is not valid", since, pause)
+	}
+	t.Logf("replica 1 met the 429 %v into the pause", met.Round(time.Millisecond))
+
+	end, ok := <-ended
+	if !ok {
+		t.Fatal("Redis did not serve again after the pause")
+	}
+	eventually(t, 4*time.Second, "replica 2 shows a cooling after the pause", func() bool {
+		return poolState(adm, r2.URL, idA) == "cooling"
+	})
+	cooling := time.Since(end) // from the end of the pause, not from this call
+	clean := func() bool {
+		for _, p := range []*proxy{r1, r2} {
+			if s, b := readyBody(t, p.URL); s != http.StatusOK || b != `{"status":"ready"}` {
+				return false
+			}
+		}
+		return true
+	}
+	eventually(t, 4*time.Second, "both /ready clean after the pause", clean)
+	readyAfter := time.Since(end)
+	t.Logf("after the pause ended: replica 2 showed a cooling within %v, both /ready clean within %v",
+		cooling.Round(time.Millisecond), readyAfter.Round(time.Millisecond))
+	if cooling > 2500*time.Millisecond || readyAfter > 2500*time.Millisecond {
+		t.Errorf("reconciled in %v (cooling) and %v (/ready) after Redis came back, want about 2 s at most", cooling, readyAfter)
+	}
+	// Replica 2 keeps off a, from what replica 1 learnt.
+	before := gw.Stats("a@example.com").Requests
+	for range 6 {
+		if s, b := chatOnce(t, r2.URL, token); s != http.StatusOK {
+			t.Fatalf("chat on replica 2 after the pause: %d %s", s, b)
+		}
+	}
+	if after := gw.Stats("a@example.com").Requests; after != before {
+		t.Errorf("replica 2 sent %d requests to the credential replica 1 saw rate limited", after-before)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,7 +36,7 @@ func newStoreHealth(st store.Store, reg prometheus.Registerer, logger *slog.Logg
 		}),
 		gLost: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "atlassian_proxy", Name: "store_data_lost",
-			Help: "1 after the shared store came back empty (Redis restarted without persistence) until it is re-seeded.",
+			Help: "1 while the shared store records that it lost its data (Redis restarted empty), from when a replica noticed until an import clears the record; also on replicas started since.",
 		}),
 	}
 	reg.MustRegister(h.gDegr, h.gLost)
@@ -61,7 +62,8 @@ func (h *storeHealth) problems() []string {
 	return p
 }
 
-// setLost is the syncer's report of the store losing its data (or being re-seeded).
+// setLost is the syncer's report of the store's loss record appearing
+// (true) or being cleared by an import or the operator (false).
 func (h *storeHealth) setLost(lost bool) {
 	h.lost.Store(lost)
 	h.gLost.Set(b2f(lost))
@@ -72,10 +74,14 @@ func (h *storeHealth) setLost(lost bool) {
 // keeps the store from growing).
 const sessionSweepEvery = 10 * time.Minute
 
-// run pings the store every interval, and sweeps idle sessions, until ctx ends.
+// run pings the store every interval, and sweeps idle sessions, until ctx
+// ends. A sweep runs beside the pings: a store that stalls during one must
+// not delay the ping that reports it.
 func (h *storeHealth) run(ctx context.Context) error {
 	t := time.NewTicker(h.interval)
 	defer t.Stop()
+	var sweeps sync.WaitGroup
+	defer sweeps.Wait()
 	lastSweep := time.Time{}
 	for {
 		select {
@@ -83,16 +89,11 @@ func (h *storeHealth) run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		// A sweep takes at most 5 s, far less than sessionSweepEvery: one
+		// at a time.
 		if time.Since(lastSweep) >= sessionSweepEvery && !h.degraded.Load() {
 			lastSweep = time.Now()
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			n, err := h.st.DeleteSessionsBefore(sctx, time.Now().Add(-adminui.DefaultSessionIdle))
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				h.logger.Warn("sweeping idle admin sessions failed", "err", err)
-			} else if n > 0 {
-				h.logger.Info("swept idle admin sessions", "count", n)
-			}
+			sweeps.Go(func() { h.sweep(ctx) })
 		}
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := h.st.Ping(pctx)
@@ -109,6 +110,19 @@ func (h *storeHealth) run(ctx context.Context) error {
 		case err == nil && was:
 			h.logger.Warn("the store answers again; reconciling with it")
 		}
+	}
+}
+
+// sweep deletes the sessions idle for longer than the admin UI's timeout.
+func (h *storeHealth) sweep(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := h.st.DeleteSessionsBefore(sctx, time.Now().Add(-adminui.DefaultSessionIdle))
+	switch {
+	case err != nil && ctx.Err() == nil:
+		h.logger.Warn("sweeping idle admin sessions failed", "err", err)
+	case n > 0:
+		h.logger.Info("swept idle admin sessions", "count", n)
 	}
 }
 

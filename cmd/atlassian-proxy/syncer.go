@@ -10,6 +10,7 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
+	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
 )
 
 // syncInterval is how often the syncer asks the store whether anything
@@ -35,17 +36,20 @@ type syncer struct {
 	tokens *auth.Tokens
 	pool   *pool.Pool
 	logger *slog.Logger
-	// marker, when set (Redis), reports whether the store lost its data
-	// (restarted empty) since the last call.
-	marker func(ctx context.Context) (bool, error)
+	// marker, when set (Redis), returns the record of the store losing its
+	// data (Redis restarted empty), nil when there is none. A replica that
+	// notices the loss writes the record; it stays until an import (or the
+	// operator) clears it, so a replica started after the loss sees it too.
+	marker func(ctx context.Context) (*redisstore.LossRecord, error)
 	// onLost hears the store entering (true) and leaving (false) the lost state.
 	onLost func(bool)
 
-	mu     sync.Mutex // serialises rounds; guards the fields below
-	gen    int64
-	specs  []pool.Spec // of the last reload, for state-only rounds
-	lost   bool        // the store lost its data: hold the state in memory
-	loaded bool        // a reload succeeded once
+	mu      sync.Mutex // serialises rounds; guards the fields below
+	gen     int64
+	specs   []pool.Spec            // of the last reload, for state-only rounds
+	lost    *redisstore.LossRecord // the store lost its data (reported while set)
+	holding bool                   // lost, and the store holds no credential: keep what is in memory
+	loaded  bool                   // a reload succeeded once
 }
 
 func newSyncer(st store.Store, c *auth.Cipher, t *auth.Tokens, p *pool.Pool, logger *slog.Logger) *syncer {
@@ -136,26 +140,30 @@ func (s *syncer) round(ctx context.Context) error {
 		return fmt.Errorf("read store generation: %w", err)
 	}
 	if s.marker != nil {
-		lost, err := s.marker(ctx)
+		rec, err := s.marker(ctx)
 		if err != nil {
 			return fmt.Errorf("read store marker: %w", err)
 		}
-		if lost && s.loaded { // not at start-up: then there is nothing to lose
-			s.setLost(true)
-		}
+		s.setLost(rec)
 	}
-	if s.lost {
-		// Hold what we have until someone re-seeds the store (import):
-		// an empty store must not empty the pool and the token cache.
+	if s.lost != nil && s.loaded {
+		// Hold what we have while the store is empty (until someone
+		// re-seeds it, with import or by hand): an empty store must not
+		// empty the pool and the token cache. A replica that started after
+		// the loss holds nothing and loads what there is.
 		creds, err := s.st.ListCredentials(ctx)
 		if err != nil {
 			return fmt.Errorf("list credentials: %w", err)
 		}
 		if len(creds) == 0 {
+			s.holding = true
 			return nil
 		}
-		s.setLost(false)
+	}
+	if s.holding {
+		s.holding = false
 		s.gen = -1
+		s.logger.Warn("the store holds credentials again (re-seeded): reloading from it")
 	}
 	if gen == s.gen {
 		return s.syncStates(ctx)
@@ -167,20 +175,32 @@ func (s *syncer) round(ctx context.Context) error {
 	return nil
 }
 
-func (s *syncer) setLost(lost bool) {
-	if s.lost == lost {
+// setLost follows the store's loss record: a replica reports the loss
+// (/ready, the gauge, the log) for as long as the record is there, from its
+// start if the record is there then.
+func (s *syncer) setLost(rec *redisstore.LossRecord) {
+	was := s.lost != nil
+	s.lost = rec
+	if was == (rec != nil) {
 		return
 	}
-	s.lost = lost
-	if lost {
-		s.logger.Error("THE STORE LOST ITS DATA (Redis restarted empty?): serving on with the credentials and tokens " +
-			"held in memory, ignoring the empty store; re-seed it with `atlassian-proxy import <backup>` " +
-			"(see docs/operations.md). Admin logins fail until then.")
+	if rec != nil {
+		held := "this replica holds no credentials (it started after the loss)"
+		if n := len(s.specs); n > 0 {
+			held = fmt.Sprintf("serving on with the %d credentials and the tokens held in memory while the store is empty", n)
+		}
+		s.logger.Error("THE STORE LOST ITS DATA (Redis restarted empty?): "+held+". Re-seed it with "+
+			"`atlassian-proxy import <backup>` (see docs/operations.md, \"When Redis comes back empty\"); restarting "+
+			"replicas does not help. Every replica reports this until the import.",
+			"loss", rec.String())
 	} else {
-		s.logger.Warn("the store holds credentials again (re-seeded): reloading from it")
+		if s.holding { // cleared though the store is still empty: take it as it is
+			s.holding, s.gen = false, -1
+		}
+		s.logger.Warn("the store's data-loss record was cleared (import or operator): the store is the reference again")
 	}
 	if s.onLost != nil {
-		s.onLost(lost)
+		s.onLost(rec != nil)
 	}
 }
 

@@ -131,6 +131,50 @@ func (s *Server) Restart(tb testing.TB) {
 	}
 }
 
+// Pause stalls the server for d, as a Redis busy with a long command or
+// stuck on a slow disk would: it sends CLIENT PAUSE <d> ALL, so
+// connections stay open and new ones are accepted, but no client's command
+// (not even PING) is served until the pause ends; nothing is lost. It
+// returns once the pause is in effect. The channel it returns receives the
+// time at which the server served a client again (the answer to a PING
+// sent during the pause), then closes; it closes without a value when that
+// PING got no answer within d + startTimeout.
+func (s *Server) Pause(tb testing.TB, d time.Duration) <-chan time.Time {
+	tb.Helper()
+	ms := d.Milliseconds()
+	if ms < 1 {
+		tb.Fatalf("redistest: pause for %v: at least a millisecond", d)
+	}
+	ctl, err := s.dial()
+	if err != nil {
+		tb.Fatalf("redistest: pause: %v", err)
+	}
+	defer ctl.Close()
+	// The probe authenticates now: during the pause AUTH waits too.
+	probe, err := s.dial()
+	if err != nil {
+		tb.Fatalf("redistest: pause: %v", err)
+	}
+	tb.Cleanup(func() { _ = probe.Close() })
+	if err := ctl.conn.SetDeadline(time.Now().Add(startTimeout)); err != nil {
+		tb.Fatalf("redistest: pause: %v", err)
+	}
+	if err := ctl.command("+OK", "CLIENT", "PAUSE", strconv.FormatInt(ms, 10), "ALL"); err != nil {
+		tb.Fatalf("redistest: pause: %v", err)
+	}
+	ended := make(chan time.Time, 1)
+	go func() {
+		defer close(ended)
+		if err := probe.conn.SetDeadline(time.Now().Add(d + startTimeout)); err != nil {
+			return
+		}
+		if probe.command("+PONG", "PING") == nil {
+			ended <- time.Now()
+		}
+	}()
+	return ended
+}
+
 // Running reports whether the server process is alive.
 func (s *Server) Running() bool {
 	s.mu.Lock()
@@ -233,36 +277,64 @@ func (s *Server) waitReady(exited <-chan struct{}) error {
 
 // ping sends PING on a new connection and expects +PONG.
 func (s *Server) ping() error {
+	c, err := s.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.conn.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
+	return c.command("+PONG", "PING")
+}
+
+// client is one connection to the server.
+type client struct {
+	conn net.Conn
+	rd   *bufio.Reader
+}
+
+// dial connects to the server, and authenticates when it needs a password.
+func (s *Server) dial() (*client, error) {
 	conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer conn.Close()
+	c := &client{conn: conn, rd: bufio.NewReader(conn)}
+	if s.password == "" {
+		return c, nil
+	}
 	if err := conn.SetDeadline(time.Now().Add(time.Second)); err != nil {
-		return err
+		conn.Close()
+		return nil, err
 	}
+	if err := c.command("+OK", "AUTH", s.password); err != nil {
+		conn.Close()
+		// The server's answer, never the command: it holds the password.
+		return nil, fmt.Errorf("AUTH: %w", err)
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *client) Close() error { return c.conn.Close() }
+
+// command sends a command and expects want as the answer's line.
+func (c *client) command(want string, args ...string) error {
 	var req bytes.Buffer
-	if s.password != "" {
-		writeCommand(&req, "AUTH", s.password)
-	}
-	writeCommand(&req, "PING")
-	if _, err := conn.Write(req.Bytes()); err != nil {
+	writeCommand(&req, args...)
+	if _, err := c.conn.Write(req.Bytes()); err != nil {
 		return err
 	}
-	rd := bufio.NewReader(conn)
-	if s.password != "" {
-		if line, err := rd.ReadString('\n'); err != nil {
-			return err
-		} else if line != "+OK\r\n" {
-			return fmt.Errorf("AUTH answered %q", strings.TrimSpace(line))
-		}
-	}
-	line, err := rd.ReadString('\n')
+	line, err := c.rd.ReadString('\n')
 	if err != nil {
 		return err
 	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	if line = strings.TrimSpace(line); line != want {
+		return fmt.Errorf("%s answered %q", args[0], line)
 	}
 	return nil
 }

@@ -158,3 +158,60 @@ func TestMissingBinary(t *testing.T) {
 		t.Errorf("the test was skipped:\n%s", out)
 	}
 }
+
+// TestPause: during a pause the server takes connections but serves no
+// command; the channel tells when it served again. With a password the
+// helper authenticates before the pause (AUTH would wait too).
+func TestPause(t *testing.T) {
+	const pw = "pause-pw"
+	s := StartWith(t, Config{Password: pw})
+	do(t, s.Addr(), pw, "SET", "k", "v")
+	const pause = 400 * time.Millisecond
+	start := time.Now()
+	ended := s.Pause(t, pause)
+	if got := do(t, s.Addr(), pw, "GET", "k"); got != "v" {
+		t.Errorf("GET after the pause = %q, want v (nothing lost)", got)
+	}
+	if took := time.Since(start); took < pause-50*time.Millisecond {
+		t.Errorf("GET during a pause of %v answered after %v", pause, took)
+	}
+	end, ok := <-ended
+	if !ok {
+		t.Fatal("the pause's channel closed without the time it ended")
+	}
+	if end.Before(start.Add(pause-50*time.Millisecond)) || end.After(time.Now()) {
+		t.Errorf("the pause ended %v after it began, want about %v", end.Sub(start), pause)
+	}
+	if _, ok := <-ended; ok {
+		t.Error("the pause's channel sent twice")
+	}
+}
+
+// TestPauseFails runs this test binary again to see Pause fail the test,
+// not return, when the server does not answer, and refuse a pause shorter
+// than a millisecond.
+func TestPauseFails(t *testing.T) {
+	switch os.Getenv("REDISTEST_PAUSE_FAILS") {
+	case "stopped":
+		s := Start(t)
+		s.Stop(t)
+		s.Pause(t, time.Second)
+		t.Log("Pause returned")
+		return
+	case "short":
+		Start(t).Pause(t, time.Microsecond)
+		t.Log("Pause returned")
+		return
+	}
+	for mode, want := range map[string]string{"stopped": "redistest: pause: dial tcp", "short": "at least a millisecond"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestPauseFails$", "-test.v")
+		cmd.Env = append(os.Environ(), "REDISTEST_PAUSE_FAILS="+mode)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Errorf("%s: the test passed; output:\n%s", mode, out)
+		}
+		if !bytes.Contains(out, []byte(want)) || bytes.Contains(out, []byte("Pause returned")) {
+			t.Errorf("%s: output lacks %q or Pause returned:\n%s", mode, want, out)
+		}
+	}
+}

@@ -2,8 +2,9 @@
 // Redis (standalone, or a primary with replicas behind one address; not
 // Redis Cluster), so that several replicas use one pool of credentials,
 // tokens, sessions, cooldowns and usage counters. It also pushes change
-// notices (store.Watcher), detects a Redis that lost its data (Marker), and
-// keeps go-limiter rate limits that hold across replicas (Limiter).
+// notices (store.Watcher), detects a Redis that lost its data and keeps a
+// record of that until the data is restored (Marker, ClearLoss), and keeps
+// go-limiter rate limits that hold across replicas (Limiter).
 //
 // Every key starts with Options.Prefix (default "atlassian-proxy:"), so
 // that deployments can share a Redis:
@@ -20,6 +21,8 @@
 //	usage:<day>         hash    a day's usage counters (TTL 400 days after the
 //	                            last change); usagedays: sorted set of days
 //	marker              string  see Store.Marker
+//	lost                hash    the record of a data loss (at, by, reason), kept
+//	                            until ClearLoss: see Store.Marker
 //	rl:<name>:<key>     hash    a rate-limit bucket (see LimiterStore)
 //	events              pub/sub channel of change notices (see Store.Watch)
 //

@@ -65,6 +65,7 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	host     string // this machine's name, recorded with a data loss it notices
 	markerMu sync.Mutex
 	marker   string // the marker value this process last saw; "" before the first Marker call
 }
@@ -76,16 +77,16 @@ var (
 
 // keys are the fixed key names under the prefix.
 type keys struct {
-	gen, creds, credIdx, states, toks, tokHash, admin, sessions, usageDays, marker string
-	cred, state, tok, sess, usage, rl                                              string // followed by an id
-	events                                                                         string // the pub/sub channel
+	gen, creds, credIdx, states, toks, tokHash, admin, sessions, usageDays, marker, lost string
+	cred, state, tok, sess, usage, rl                                                    string // followed by an id
+	events                                                                               string // the pub/sub channel
 }
 
 func newKeys(p string) keys {
 	return keys{
 		gen: p + "gen", creds: p + "creds", credIdx: p + "credidx", states: p + "states",
 		toks: p + "toks", tokHash: p + "tokhash", admin: p + "admin", sessions: p + "sessions",
-		usageDays: p + "usagedays", marker: p + "marker",
+		usageDays: p + "usagedays", marker: p + "marker", lost: p + "lost",
 		cred: p + "cred:", state: p + "state:", tok: p + "tok:", sess: p + "sess:", usage: p + "usage:", rl: p + "rl:",
 		events: p + "events",
 	}
@@ -147,6 +148,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		password:  opt.Password,
 		k:         newKeys(prefix),
 		watchPing: defaultWatchPing,
+		host:      hostname(),
 	}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	if err := s.Ping(ctx); err != nil {

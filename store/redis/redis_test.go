@@ -101,6 +101,8 @@ func exercise(t *testing.T, s *Store) {
 			return s.AddUsage(ctx, []store.Usage{{Day: now.UTC().Format(store.DayLayout), CredentialID: "c1", TokenID: "t1", Model: "m", Requests: 1}})
 		}},
 		{"Marker", func() error { _, err := s.Marker(ctx); return err }},
+		{"Loss", func() error { _, err := s.Loss(ctx); return err }},
+		{"ClearLoss", func() error { _, err := s.ClearLoss(ctx); return err }},
 		{"Limiter", func() error { _, _, _, _, err := s.Limiter("rpm", 10, time.Minute).Take(ctx, "t1"); return err }},
 	}
 	for _, st := range steps {

@@ -282,13 +282,33 @@ end
 return out
 `)
 
-// markerGet returns the marker, setting it to ARGV[1] when absent.
-// KEYS marker.
-var markerGet = goredis.NewScript(`
+// markerCheck reads the marker, setting it to ARGV[1] when absent, and
+// records a data loss when the caller had seen another value. Returns
+// {marker, the loss record's fields and values (empty: none)}.
+// KEYS marker, lost. ARGV new marker value, the value the caller saw last
+// ("" for none), at (ns), by, reason, channel.
+var markerCheck = goredis.NewScript(`
 local v = redis.call('GET', KEYS[1])
-if v then
-	return v
+if not v then
+	redis.call('SET', KEYS[1], ARGV[1])
+	v = ARGV[1]
 end
-redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]
+if ARGV[2] ~= '' and v ~= ARGV[2] and redis.call('EXISTS', KEYS[2]) == 0 then
+	redis.call('HSET', KEYS[2], 'at', ARGV[3], 'by', ARGV[4], 'reason', ARGV[5])
+	redis.call('PUBLISH', ARGV[6], 'lost')
+end
+return {v, redis.call('HGETALL', KEYS[2])}
+`)
+
+// lossClear deletes the loss record and returns its fields and values
+// (empty: there was none), publishing a notice when it deleted one.
+// KEYS lost. ARGV channel.
+var lossClear = goredis.NewScript(`
+local rec = redis.call('HGETALL', KEYS[1])
+if #rec == 0 then
+	return {}
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], 'lost')
+return rec
 `)

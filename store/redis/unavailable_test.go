@@ -63,6 +63,8 @@ func everyCall(s *Store) []call {
 		}},
 		{"ListUsage", func(ctx context.Context) error { _, err := s.ListUsage(ctx, "2026-01-01", "2026-01-31"); return err }},
 		{"Marker", func(ctx context.Context) error { _, err := s.Marker(ctx); return err }},
+		{"Loss", func(ctx context.Context) error { _, err := s.Loss(ctx); return err }},
+		{"ClearLoss", func(ctx context.Context) error { _, err := s.ClearLoss(ctx); return err }},
 		{"Limiter.Take", func(ctx context.Context) error { _, _, _, _, err := lim.Take(ctx, "k"); return err }},
 		{"Limiter.Get", func(ctx context.Context) error { _, _, err := lim.Get(ctx, "k"); return err }},
 		{"Limiter.Set", func(ctx context.Context) error { return lim.Set(ctx, "k", 5, time.Minute) }},

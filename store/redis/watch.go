@@ -2,8 +2,6 @@ package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net"
 	"time"
@@ -126,35 +124,4 @@ func (s *Store) watchOnce(ctx context.Context, out chan<- struct{}) (subscribed 
 			notify(out)
 		}
 	}
-}
-
-// Marker tells whether Redis lost its data since this process last looked
-// (a restart without persistence, a flush, a failover to an empty
-// replica), so that the caller can write again what only lived there
-// (credential states, say). It reads the key <prefix>marker, setting it
-// to a new random value when it is absent, in one script:
-//   - the first call of a Store remembers the value and reports false;
-//   - a later call reports true when the value differs from the one it
-//     remembered (absent, so set anew by this call, or set anew by another
-//     replica that saw it absent), and remembers the new one.
-//
-// So every replica reports a loss once, and only the first to notice it
-// writes a marker.
-func (s *Store) Marker(ctx context.Context) (lost bool, err error) {
-	s.markerMu.Lock()
-	defer s.markerMu.Unlock()
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
-	var v string
-	err = s.run(ctx, "marker", func(ctx context.Context) error {
-		var err error
-		v, err = markerGet.Run(ctx, s.client, []string{s.k.marker}, hex.EncodeToString(b[:])).Text()
-		return err
-	})
-	if err != nil {
-		return false, err
-	}
-	lost = s.marker != "" && v != s.marker
-	s.marker = v
-	return lost, nil
 }

@@ -190,51 +190,6 @@ func TestWatchEndsWithContext(t *testing.T) {
 	})
 }
 
-func TestMarker(t *testing.T) {
-	t.Parallel()
-	srv := redistest.Start(t)
-	a := openStore(t, srv, Options{})
-	b := openStore(t, srv, Options{})
-	ctx := t.Context()
-	marker := func(s *Store, want bool, what string) {
-		t.Helper()
-		lost, err := s.Marker(ctx)
-		if err != nil {
-			t.Fatalf("%s: Marker: %v", what, err)
-		}
-		if lost != want {
-			t.Errorf("%s: Marker() = %v, want %v", what, lost, want)
-		}
-	}
-	marker(a, false, "a, first call (sets the marker)")
-	marker(b, false, "b, first call (finds it)")
-	marker(a, false, "a, unchanged")
-	marker(b, false, "b, unchanged")
-
-	srv.Restart(t)
-	eventually(t, 5*time.Second, "a reconnects", func() bool { return a.Ping(ctx) == nil })
-	marker(a, true, "a after the restart (sets a new marker)")
-	marker(a, false, "a again")
-	marker(b, true, "b after the restart (sees a's new marker)")
-	marker(b, false, "b again")
-	marker(a, false, "a once more: b did not write")
-
-	// A replica that starts after the loss has nothing to compare with.
-	c := openStore(t, srv, Options{})
-	marker(c, false, "a new replica")
-
-	// Both notice at once after a second loss, whoever calls first.
-	if err := rawClient(t, srv).FlushDB(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	marker(b, true, "b after FLUSHDB")
-	marker(c, true, "c after FLUSHDB")
-	marker(a, true, "a after FLUSHDB")
-	marker(a, false, "a after that")
-	marker(b, false, "b after that")
-	marker(c, false, "c after that")
-}
-
 // TestWatchSilentConnection: a connection that stops answering (the server
 // takes no commands) is detected by the watcher's ping, dropped, and
 // replaced once the server answers again.
