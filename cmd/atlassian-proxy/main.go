@@ -35,7 +35,8 @@ Usage:
   atlassian-proxy token create|list|revoke     manage client API tokens
   atlassian-proxy reset-password               set and print a new random admin password
   atlassian-proxy export [FILE]                write the whole store as JSON (secrets stay sealed)
-  atlassian-proxy import FILE                  load an export into the configured store
+  atlassian-proxy import FILE | --clear-loss   load an export into the configured store (clears a recorded
+                                               Redis data loss)
   atlassian-proxy rotate-key                   re-seal stored secrets from SECRET_KEY to NEW_SECRET_KEY
   atlassian-proxy version                      print the version
 
