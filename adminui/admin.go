@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sethvargo/go-limiter"
 
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/ratelimit"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
@@ -146,9 +148,19 @@ type Deps struct {
 	// the pages offer no check.
 	Checker Checker
 	// Limiters makes the login throttling stores (name "ip" or "total",
-	// tokens per window); nil: in-process stores. With Redis they are
-	// shared by every replica.
+	// tokens per window) and the store that remembers the one-time nonces
+	// of the token-creation form (name "form-nonce", one token per
+	// SessionAbsolute); nil: in-process stores. With Redis they are shared
+	// by every replica.
 	Limiters func(name string, tokens int, window time.Duration) (limiter.Store, error)
+	// Catalog is the model catalog an API token's allowed models must be
+	// in (ids or aliases); nil: gateway.DefaultCatalog().
+	Catalog *gateway.Catalog
+	// Registerer, when set, gets the login throttling's refusals counted
+	// in atlassian_proxy_rate_limit_rejections_total (limit "login_ip" or
+	// "login_total"). When that counter is registered already (by the API,
+	// which counts limit "token" in it), the admin handler counts in it.
+	Registerer prometheus.Registerer
 }
 
 // Admin serves the admin pages and the admin JSON API under /admin.
@@ -163,7 +175,11 @@ type Admin struct {
 	cop      *http.CrossOriginProtection
 	perIP    limiter.Store
 	total    limiter.Store
-	handler  http.Handler
+	nonces   limiter.Store // the token form's used nonces: one take each
+	catalog  *gateway.Catalog
+	// rejections counts refused login attempts by limit; nil: not counted.
+	rejections *prometheus.CounterVec
+	handler    http.Handler
 }
 
 // New builds the admin handler and its Service. Close releases its login
@@ -187,6 +203,14 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 	if err != nil {
 		return nil, err
 	}
+	rejections, err := loginRejections(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	catalog := deps.Catalog
+	if catalog == nil {
+		catalog = gateway.DefaultCatalog()
+	}
 	a := &Admin{
 		cfg:      cfg,
 		svc:      newService(deps.Store, deps.Cipher, logger, cfg, deps.Now, deps.Changed),
@@ -196,6 +220,9 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 		checker:  deps.Checker,
 		views:    vs,
 		cop:      http.NewCrossOriginProtection(),
+		catalog:  catalog,
+		// counted in the API's rate-limit counter (see loginRejections)
+		rejections: rejections,
 	}
 	for _, o := range cfg.TrustedOrigins {
 		if err := a.cop.AddTrustedOrigin(o); err != nil {
@@ -224,6 +251,12 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 		_ = a.perIP.Close(context.Background())
 		return nil, err
 	}
+	// A nonce is taken once; a session outlives no window of this length.
+	if a.nonces, err = mk(nonceLimiter, 1, cfg.SessionAbsolute); err != nil {
+		_ = a.perIP.Close(context.Background())
+		_ = a.total.Close(context.Background())
+		return nil, err
+	}
 	// Build the dummy hash now, so that even the first failed login with
 	// no password set costs one verification, not a hash and a verification.
 	a.svc.dummy()
@@ -239,11 +272,12 @@ func (a *Admin) Service() *Service { return a.svc }
 // stripped (e.g. chi's Mount("/admin", a.Handler())).
 func (a *Admin) Handler() http.Handler { return a.handler }
 
-// Close stops the login limiters' sweeper goroutines. The handler answers
-// 503 to logins afterwards.
+// Close stops the login limiters' (and the nonce store's) sweeper
+// goroutines. The handler answers 503 to logins and token creations
+// afterwards.
 func (a *Admin) Close() error {
 	ctx := context.Background()
-	return errors.Join(a.perIP.Close(ctx), a.total.Close(ctx))
+	return errors.Join(a.perIP.Close(ctx), a.total.Close(ctx), a.nonces.Close(ctx))
 }
 
 // routes builds the router. Deny by default: only the login page and

@@ -22,13 +22,14 @@ func (c *closeCounted) Close(ctx context.Context) error {
 	return c.Store.Close(ctx)
 }
 
-// TestNewLimitersFail: a login throttling store that cannot be made fails
-// New, and the one made before it is closed (its sweeper stops).
+// TestNewLimitersFail: a login throttling store (or the token form's nonce
+// store) that cannot be made fails New, and those made before it are
+// closed (their sweepers stop).
 func TestNewLimitersFail(t *testing.T) {
 	t.Parallel()
 	st, c := openStoreCipher(t)
 	errDown := errors.New("redis: connection refused")
-	for _, failing := range []string{"ip", "total"} {
+	for _, failing := range []string{"ip", "total", nonceLimiter} {
 		t.Run(failing, func(t *testing.T) {
 			var made []*closeCounted
 			mk := func(name string, tokens int, window time.Duration) (limiter.Store, error) {

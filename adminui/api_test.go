@@ -478,7 +478,7 @@ func TestTokensAPI(t *testing.T) {
 	c := e.loggedIn(testPassword)
 	expires := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
 	res := c.do("POST", "/api/tokens", map[string]any{
-		"name": "ci", "expires_at": expires.Format(time.RFC3339), "allowed_models": []string{"claude-sonnet-4", "claude-sonnet-4", " gpt-4o "}, "rate_limit": 60,
+		"name": "ci", "expires_at": expires.Format(time.RFC3339), "allowed_models": []string{"claude-sonnet-4", "claude-sonnet-4", " gpt-5 "}, "rate_limit": 60,
 	}, nil)
 	if res.status != http.StatusCreated {
 		t.Fatalf("create: %d %s", res.status, res.body)
@@ -495,7 +495,7 @@ func TestTokensAPI(t *testing.T) {
 		t.Errorf("prefix %q does not start the token or shows too much of it", created.Prefix)
 	}
 	if created.Name != "ci" || !strings.HasPrefix(created.ID, "tok_") || created.RateLimit != 60 ||
-		!slices.Equal(created.AllowedModels, []string{"claude-sonnet-4", "gpt-4o"}) ||
+		!slices.Equal(created.AllowedModels, []string{"claude-sonnet-4", "gpt-5"}) ||
 		created.ExpiresAt == nil || !created.ExpiresAt.Equal(expires) || created.LastUsedAt != nil {
 		t.Errorf("created = %s", res.body)
 	}

@@ -11,7 +11,7 @@ func TestUpdateTokenAPI(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	c := e.loggedIn(testPassword)
-	res := c.do("POST", "/api/tokens", map[string]any{"name": "ci", "rate_limit": 10, "allowed_models": []string{"a"},
+	res := c.do("POST", "/api/tokens", map[string]any{"name": "ci", "rate_limit": 10, "allowed_models": []string{"gpt-5"},
 		"expires_at": "2031-01-01T00:00:00Z"}, nil)
 	var tok tokenCreated
 	res.decode(t, &tok)
@@ -33,7 +33,9 @@ func TestUpdateTokenAPI(t *testing.T) {
 	}{
 		{"rate limit", map[string]any{"rate_limit": 120}, func(v TokenView) bool { return v.RateLimit == 120 && v.Name == "ci" }},
 		{"name", map[string]any{"name": "  deploy  "}, func(v TokenView) bool { return v.Name == "deploy" && v.RateLimit == 120 }},
-		{"models", map[string]any{"allowed_models": []string{"x", " y ", "x"}}, func(v TokenView) bool { return slices.Equal(v.AllowedModels, []string{"x", "y"}) }},
+		{"models", map[string]any{"allowed_models": []string{"gpt-5", " claude-opus-4 ", "gpt-5"}}, func(v TokenView) bool {
+			return slices.Equal(v.AllowedModels, []string{"gpt-5", "claude-opus-4"})
+		}},
 		{"every model again", map[string]any{"allowed_models": []string{}}, func(v TokenView) bool { return len(v.AllowedModels) == 0 }},
 		{"expiry", map[string]any{"expires_at": "2032-02-03T04:05:06+01:00"}, func(v TokenView) bool {
 			return v.ExpiresAt != nil && v.ExpiresAt.Equal(time.Date(2032, 2, 3, 3, 5, 6, 0, time.UTC))

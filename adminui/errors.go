@@ -8,7 +8,8 @@ import (
 
 // ValidationError reports one bad input field. Field is the JSON/form name
 // of the field ("email", "token", "new"…); Message is safe to show a user
-// next to that field and never contains the submitted value.
+// next to that field: it never contains a submitted secret, and names a
+// submitted value only where that value is a name (an unknown model).
 type ValidationError struct {
 	Field   string
 	Message string

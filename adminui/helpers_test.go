@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -14,10 +15,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sethvargo/go-limiter"
 
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 	"github.com/atlassian-proxy/atlassian-proxy/store/sqlite"
@@ -49,6 +54,10 @@ type envOptions struct {
 	wrapStore func(store.Store) store.Store
 	activity  Activity
 	checker   Checker
+	catalog   *gateway.Catalog
+	reg       prometheus.Registerer
+	limiters  func(name string, tokens int, window time.Duration) (limiter.Store, error)
+	logger    *slog.Logger
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -76,7 +85,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.cfg.LoginAttemptsTotal == 0 {
 		o.cfg.LoginAttemptsTotal = 1000
 	}
-	deps := Deps{Store: s, Cipher: c, Changed: func() { e.changed.Add(1); e.resync() }, Activity: o.activity, Checker: o.checker}
+	deps := Deps{Store: s, Cipher: c, Changed: func() { e.changed.Add(1); e.resync() }, Activity: o.activity, Checker: o.checker,
+		Catalog: o.catalog, Registerer: o.reg, Limiters: o.limiters, Logger: o.logger}
 	if !o.noPool {
 		e.pool = startPool(t, st)
 		deps.Pool = e.pool
@@ -347,6 +357,14 @@ type unavailableStore struct {
 	down       atomic.Bool
 	usageDown  atomic.Bool // ListUsage only
 	createDown atomic.Bool // CreateCredential only
+	tokenDown  atomic.Bool // CreateToken only
+}
+
+func (u *unavailableStore) CreateToken(ctx context.Context, t store.APIToken) error {
+	if u.down.Load() || u.tokenDown.Load() {
+		return errors.Join(errors.New("sqlite: create token: connection refused"), store.ErrUnavailable)
+	}
+	return u.Store.CreateToken(ctx, t)
 }
 
 func (u *unavailableStore) CreateCredential(ctx context.Context, c store.Credential) error {

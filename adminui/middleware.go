@@ -172,12 +172,16 @@ func (a *Admin) throttle(w http.ResponseWriter, r *http.Request, global bool) bo
 }
 
 // takeAttempt takes one attempt from the client's bucket and, when
-// global, the global one. Refused, it returns the seconds to wait (≥ 1).
+// global, the global one. Refused, it returns the seconds to wait (≥ 1)
+// and counts the refusal by the limit that refused (LimitLoginIP or
+// LimitLoginTotal).
 // The JSON API and the pages answer the result each in their own form.
 func (a *Admin) takeAttempt(r *http.Request, global bool) (ok bool, retryAfter int, err error) {
 	ctx := r.Context()
+	limit := LimitLoginIP
 	ok, reset, err := take(ctx, a.perIP, "ip:"+a.clientKey(r))
 	if err == nil && ok && global {
+		limit = LimitLoginTotal
 		ok, reset, err = take(ctx, a.total, "all")
 	}
 	if err != nil {
@@ -185,7 +189,8 @@ func (a *Admin) takeAttempt(r *http.Request, global bool) (ok bool, retryAfter i
 		return false, 0, err
 	}
 	if !ok {
-		a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login throttled", slog.String("client", a.clientKey(r)))
+		a.rejected(limit)
+		a.logger.LogAttrs(ctx, slog.LevelWarn, "admin login throttled", slog.String("client", a.clientKey(r)), slog.String("limit", limit))
 		return false, max(int(math.Ceil(time.Until(reset).Seconds())), 1), nil
 	}
 	return true, 0, nil

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"html"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -334,10 +336,15 @@ func (a *Admin) serveStatic(w http.ResponseWriter, r *http.Request) {
 }
 
 // form holds what a user typed (secrets excluded) and the errors to show
-// next to each field ("" is the form as a whole).
+// next to each field ("" is the form as a whole). Order lists the form's
+// fields as the page shows them (the first invalid one gets the focus);
+// Prefix keeps the ids of its error messages apart from another form's
+// on the same page.
 type form struct {
 	Values map[string]string
 	Errors map[string]string
+	Order  []string
+	Prefix string
 }
 
 func newForm(r *http.Request, fields ...string) form {
@@ -348,6 +355,47 @@ func newForm(r *http.Request, fields ...string) form {
 	return f
 }
 
+// ordered returns f with its fields' page order.
+func (f form) ordered(fields ...string) form {
+	f.Order = fields
+	return f
+}
+
+// fieldError is what the "ferr" template shows: a field's error message
+// and the id that its input's aria-describedby names.
+type fieldError struct {
+	ID      string
+	Message string
+}
+
+// Err is field's error for the "ferr" template.
+func (f form) Err(field string) fieldError {
+	return fieldError{ID: f.errorID(field), Message: f.Errors[field]}
+}
+
+func (f form) errorID(field string) string { return f.Prefix + field + "-error" }
+
+// Invalid returns the attributes of field's input when field has an
+// error: aria-invalid, aria-describedby naming the error's message, and
+// autofocus on the form's first invalid field (in Order), so that the
+// browser puts the cursor where the first problem is. Without an error it
+// is empty.
+func (f form) Invalid(field string) template.HTMLAttr {
+	if f.Errors[field] == "" {
+		return ""
+	}
+	attrs := ` aria-invalid="true" aria-describedby="` + html.EscapeString(f.errorID(field)) + `"`
+	for _, k := range f.Order {
+		if f.Errors[k] != "" {
+			if k == field {
+				attrs += " autofocus"
+			}
+			break
+		}
+	}
+	return template.HTMLAttr(attrs)
+}
+
 // fail records err on its field when it is a *ValidationError or a
 // *ConflictError and reports whether it did.
 func (f form) fail(err error) bool {
@@ -356,10 +404,18 @@ func (f form) fail(err error) bool {
 	switch {
 	case errors.As(err, &ve):
 		f.Errors[ve.Field] = ve.Message
-		if v := f.Values[ve.Field]; (ve.Field == "email" || ve.Field == "cloud_id") && (len(v) > 80 || strings.Contains(v, ":")) {
-			// Most likely an email:token line (or a token) pasted into
-			// the wrong field: a secret is not echoed back into the page.
-			f.Values[ve.Field] = ""
+		v := f.Values[ve.Field]
+		switch ve.Field {
+		case "email", "cloud_id":
+			if len(v) > 80 || strings.Contains(v, ":") {
+				// Most likely an email:token line (or a token) pasted into
+				// the wrong field: a secret is not echoed back into the page.
+				f.Values[ve.Field] = ""
+			}
+		case "allowed_models":
+			if slices.ContainsFunc(splitModels(v), looksLikeSecret) {
+				f.Values[ve.Field] = ""
+			}
 		}
 	case errors.As(err, &ce):
 		f.Errors[ce.Field] = ce.Message

@@ -13,6 +13,9 @@ import (
 type loginPage struct {
 	page
 	Error string
+	// BadPassword: the error is about the password typed (none, or not
+	// the right one), which the field then reports as invalid.
+	BadPassword bool
 }
 
 func (a *Admin) pageLogin(w http.ResponseWriter, r *http.Request) {
@@ -35,7 +38,8 @@ func (a *Admin) pageLogin(w http.ResponseWriter, r *http.Request) {
 // none set) gets the same page; the password is never shown back.
 func (a *Admin) pageLoginPost(w http.ResponseWriter, r *http.Request) {
 	fail := func(status int, msg string) {
-		a.renderPage(w, r, status, "login", loginPage{page: a.basePage(r, "Log in", ""), Error: msg})
+		a.renderPage(w, r, status, "login", loginPage{page: a.basePage(r, "Log in", ""), Error: msg,
+			BadPassword: status == http.StatusBadRequest || status == http.StatusUnauthorized})
 	}
 	ok, retry, err := a.takeAttempt(r, true)
 	switch {
@@ -102,15 +106,19 @@ type passwordPage struct {
 	Form form
 }
 
+// passwordFields are the password form's fields in page order.
+var passwordFields = []string{"current", "new", "confirm"}
+
 func (a *Admin) pagePassword(w http.ResponseWriter, r *http.Request) {
-	a.renderPage(w, r, http.StatusOK, "password", passwordPage{page: a.basePage(r, "Password", "password"), Form: newForm(r)})
+	a.renderPage(w, r, http.StatusOK, "password", passwordPage{page: a.basePage(r, "Password", "password"),
+		Form: newForm(r).ordered(passwordFields...)})
 }
 
 // pagePasswordPost changes the password: every session ends, and this
 // browser gets a fresh one (it has just proved the password). No typed
 // value is ever shown back.
 func (a *Admin) pagePasswordPost(w http.ResponseWriter, r *http.Request) {
-	f := newForm(r)
+	f := newForm(r).ordered(passwordFields...)
 	show := func(status int) {
 		a.renderPage(w, r, status, "password", passwordPage{page: a.basePage(r, "Password", "password"), Form: f})
 	}

@@ -78,7 +78,7 @@ type bulkLine struct {
 
 func (a *Admin) credentialsData(r *http.Request) (credentialsPage, error) {
 	d := credentialsPage{page: a.basePage(r, "Credentials", "credentials"), CanCheck: a.checker != nil,
-		Add: newForm(r, "email", "cloud_id", "label"), Bulk: newForm(r)}
+		Add: newForm(r, "email", "cloud_id", "label").ordered("email", "token", "cloud_id", "label"), Bulk: newForm(r).ordered("lines")}
 	views, err := a.svc.ListCredentials(r.Context())
 	if err != nil {
 		return d, err
@@ -131,9 +131,19 @@ func credentialInput(r *http.Request) CredentialInput {
 }
 
 // pageAddCredential adds a credential, or with action=check (the page
-// without script) only checks it and shows the verdict.
+// without script) only checks it and shows the verdict. Bad input is
+// answered with every field's error at once.
 func (a *Admin) pageAddCredential(w http.ResponseWriter, r *http.Request) {
 	in := credentialInput(r)
+	if _, errs := credentialProblems(in); len(errs) > 0 {
+		// Every field's problem at once, not one per try.
+		a.showCredentials(w, r, http.StatusBadRequest, func(d *credentialsPage) {
+			for _, err := range errs {
+				d.Add.fail(err)
+			}
+		})
+		return
+	}
 	if r.PostForm.Get("action") == "check" {
 		res, err := a.checkCredential(r.Context(), in)
 		status := a.formStatus(w, r, err)
@@ -193,7 +203,16 @@ type checkFragment struct {
 // input's errors) as an HTML fragment, so that the typed token stays in
 // its field.
 func (a *Admin) fragmentCheck(w http.ResponseWriter, r *http.Request) {
-	res, err := a.checkCredential(r.Context(), credentialInput(r))
+	in := credentialInput(r)
+	if _, errs := credentialProblems(in); len(errs) > 0 {
+		d := checkFragment{Errors: map[string]string{}}
+		for _, err := range errs {
+			form{Errors: d.Errors}.fail(err)
+		}
+		a.render(w, r, http.StatusBadRequest, "credentials", "checkfrag", d)
+		return
+	}
+	res, err := a.checkCredential(r.Context(), in)
 	status := a.formStatus(w, r, err)
 	if status == 0 {
 		return

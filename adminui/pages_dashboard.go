@@ -33,7 +33,11 @@ type dashboardPage struct {
 	HourRequests int64
 	HourFailures int64
 	HourTokens   int64
-	Errors       []errorRow
+	// HourAttemptFailures are the upstream attempts that failed in the
+	// last hour, whether failover then served the request or not: the
+	// upstream's trouble that clients may never have seen.
+	HourAttemptFailures int64
+	Errors              []errorRow
 
 	Today      UsageCounts
 	TodayError bool // the store could not be read
@@ -44,6 +48,10 @@ type errorRow struct {
 	Credential string
 	Model      string
 	Error      string
+	// Attempt: one failed attempt, after which the request moved on to
+	// another credential (or failed, which is its own row); else what the
+	// client was told.
+	Attempt bool
 }
 
 func (a *Admin) pageDashboard(w http.ResponseWriter, r *http.Request) {
@@ -74,11 +82,12 @@ func (a *Admin) dashboard(r *http.Request) dashboardPage {
 			d.HourRequests += m.Requests
 			d.HourFailures += m.Failures
 			d.HourTokens += m.InputTokens + m.OutputTokens
+			d.HourAttemptFailures += m.AttemptFailures
 		}
 		d.Chart = newChart(mins)
 		for _, e := range a.activity.RecentErrors(recentShown) {
 			d.Errors = append(d.Errors, errorRow{At: e.At, Credential: cmp.Or(names[e.CredentialID], e.CredentialID, "–"),
-				Model: cmp.Or(e.Model, "–"), Error: e.Error})
+				Model: cmp.Or(e.Model, "–"), Error: e.Error, Attempt: e.Attempt})
 		}
 	}
 	today, _, err := a.svc.UsageToday(r.Context())
@@ -132,8 +141,8 @@ func newChart(mins []usage.Minute) chart {
 		b.Y = chartBottom - b.H
 		b.FH = float64(min(m.Failures, m.Requests)) * scale
 		b.FY = chartBottom - b.FH
-		b.Title = fmt.Sprintf("%s UTC: %s requests, %s failed, %s tokens", m.Start.UTC().Format("15:04"),
-			groupDigits(m.Requests), groupDigits(m.Failures), groupDigits(m.InputTokens+m.OutputTokens))
+		b.Title = fmt.Sprintf("%s UTC: %s requests, %s failed, %s tokens, %s failed upstream attempts", m.Start.UTC().Format("15:04"),
+			groupDigits(m.Requests), groupDigits(m.Failures), groupDigits(m.InputTokens+m.OutputTokens), groupDigits(m.AttemptFailures))
 		c.Bars = append(c.Bars, b)
 	}
 	c.Summary = fmt.Sprintf("Requests per minute over the last %d minutes: %s in total, %s failed, at most %s in one minute.",

@@ -41,6 +41,12 @@ func TestDashboard(t *testing.T) {
 		}
 		rec.Record(ev)
 	}
+	// Three failed attempts that failover absorbed (the requests above
+	// were served by another credential): counted apart, and marked as
+	// attempts among the recent errors.
+	for i := range 3 {
+		rec.RecordAttemptFailure(cooling.ID, "claude-sonnet-4", fmt.Sprintf("rate_limited: <i>429</i> attempt %d", i))
+	}
 	today := now.UTC().Format(dayLayout)
 	if err := e.st.AddUsage(t.Context(), []store.Usage{
 		{Day: today, CredentialID: ready.ID, TokenID: "tok_1", Model: "m", Requests: 7, InputTokens: 100000, OutputTokens: 23456},
@@ -53,7 +59,8 @@ func TestDashboard(t *testing.T) {
 	c := e.pageLoggedIn(testPassword)
 	res := c.do("GET", "/", nil, nil)
 	body := wantPage(t, res, http.StatusOK, "Requests per minute", "123,458", "10 requests")
-	for stat, want := range map[string]string{"ready": "1", "cooling": "1", "invalid": "1", "disabled": "1", "hour-requests": "40", "tokens-today": "123,458"} {
+	for stat, want := range map[string]string{"ready": "1", "cooling": "1", "invalid": "1", "disabled": "1", "hour-requests": "40",
+		"tokens-today": "123,458", "hour-attempt-failures": "3"} {
 		if !strings.Contains(body, `data-stat="`+stat+`">`+want+`<`) {
 			t.Errorf("stat %s is not %s", stat, want)
 		}
@@ -65,7 +72,10 @@ func TestDashboard(t *testing.T) {
 	if n := strings.Count(body, `<g class="minute">`); n != 60 {
 		t.Errorf("chart has %d minutes, want 60", n)
 	}
-	if !regexp.MustCompile(`<title>\d\d:\d\d UTC: 40 requests, 4 failed, 600 tokens</title>`).MatchString(body) {
+	if !strings.Contains(body, "Upstream errors absorbed by failover, last hour") {
+		t.Error("the absorbed upstream errors have no label")
+	}
+	if !regexp.MustCompile(`<title>\d\d:\d\d UTC: 40 requests, 4 failed, 600 tokens, 3 failed upstream attempts</title>`).MatchString(body) {
 		t.Error("the current minute's bar has no tooltip with its counts")
 	}
 	if !strings.Contains(body, `<rect class="fail"`) || !strings.Contains(body, `<rect class="req"`) {
@@ -89,6 +99,28 @@ func TestDashboard(t *testing.T) {
 	if !strings.Contains(body, "Team &lt;A&gt;") {
 		t.Error("the error's credential is not named by its label")
 	}
+	// Each recent error says what it was: a failed attempt after which the
+	// request moved on, or a failed request.
+	rows := regexp.MustCompile(`(?s)<tr( data-attempt)?><td class="small nowrap">.*?</tr>`).FindAllStringSubmatch(body, -1)
+	attempts, requests := 0, 0
+	for _, row := range rows {
+		isAttempt := row[1] != ""
+		switch {
+		case isAttempt && strings.Contains(row[0], "rate_limited: &lt;i&gt;429&lt;/i&gt; attempt") &&
+			strings.Contains(row[0], "attempt failed, request moved on") && strings.Contains(row[0], "cooling@example.com"):
+			attempts++
+		case !isAttempt && strings.Contains(row[0], "answered 502") && strings.Contains(row[0], ">request failed<"):
+			requests++
+		default:
+			t.Errorf("recent error row not marked as what it is: %s", row[0])
+		}
+	}
+	if attempts != 3 || requests != 4 {
+		t.Errorf("recent errors: %d attempts and %d requests marked, want 3 and 4", attempts, requests)
+	}
+	if i := strings.Index(body, "attempt 2"); i < 0 || i > strings.Index(body, "(30)") {
+		t.Error("the latest failed attempt is not listed first")
+	}
 	if !strings.Contains(body, `data-refresh="/admin/fragments/dashboard"`) {
 		t.Error("the live part does not refresh")
 	}
@@ -101,8 +133,13 @@ func TestDashboard(t *testing.T) {
 		}
 		assertSecurityHeaders(t, res, false)
 		rec.Record(usage.Event{CredentialID: ready.ID, Model: "m"})
-		if frag := string(c.do("GET", "/fragments/dashboard", nil, nil).body); !strings.Contains(frag, `data-stat="hour-requests">41<`) {
+		rec.RecordAttemptFailure(invalid.ID, "m", "unauthorized: refused")
+		frag = string(c.do("GET", "/fragments/dashboard", nil, nil).body)
+		if !strings.Contains(frag, `data-stat="hour-requests">41<`) {
 			t.Error("the fragment does not show new traffic")
+		}
+		if !strings.Contains(frag, `data-stat="hour-attempt-failures">4<`) || !strings.Contains(frag, "unauthorized: refused") {
+			t.Error("the fragment does not show the new failed attempt")
 		}
 	})
 	t.Run("without pool, activity and usage", func(t *testing.T) {
@@ -114,11 +151,17 @@ func TestDashboard(t *testing.T) {
 		if strings.Contains(body, "<svg") {
 			t.Error("a chart without data")
 		}
+		if !strings.Contains(body, `data-stat="hour-attempt-failures">–<`) {
+			t.Error("without activity the absorbed errors are not shown as unknown")
+		}
 	})
 	t.Run("quiet", func(t *testing.T) {
 		e := newEnv(t, envOptions{activity: usage.New(nil, usage.Config{})})
 		c := e.pageLoggedIn(testPassword)
-		wantPage(t, c.do("GET", "/", nil, nil), http.StatusOK, "Nothing: every enabled credential is ready.", "None recently.", "–")
+		body := wantPage(t, c.do("GET", "/", nil, nil), http.StatusOK, "Nothing: every enabled credential is ready.", "None recently.", "–")
+		if !strings.Contains(body, `data-stat="hour-attempt-failures">0<`) {
+			t.Error("a quiet hour does not show 0 absorbed errors")
+		}
 	})
 }
 
@@ -129,7 +172,7 @@ func TestNewChart(t *testing.T) {
 	for i := range mins {
 		mins[i].Start = start.Add(time.Duration(i) * time.Minute)
 	}
-	mins[59] = usage.Minute{Start: mins[59].Start, Requests: 30, Failures: 10, InputTokens: 5, OutputTokens: 7}
+	mins[59] = usage.Minute{Start: mins[59].Start, Requests: 30, Failures: 10, InputTokens: 5, OutputTokens: 7, AttemptFailures: 2}
 	mins[0].Requests = 15
 	c := newChart(mins)
 	if c.Max != 40 || c.Half != 20 {
@@ -145,7 +188,7 @@ func TestNewChart(t *testing.T) {
 	if last.X+last.W > chartRight || c.Bars[0].X < chartLeft {
 		t.Errorf("bars outside the plot: first %+v, last %+v", c.Bars[0], last)
 	}
-	if last.Title != "03:59 UTC: 30 requests, 10 failed, 12 tokens" {
+	if last.Title != "03:59 UTC: 30 requests, 10 failed, 12 tokens, 2 failed upstream attempts" {
 		t.Errorf("title = %q", last.Title)
 	}
 	if c.Bars[1].H != 0 {

@@ -124,3 +124,30 @@ func flash(path, done string) string { return basePath + path + "?done=" + done 
 
 // regexpMatch reports whether the pattern matches s.
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
+
+var nonceInput = regexp.MustCompile(`name="form_nonce" value="([^"]+)"`)
+
+// formNonce reads the one-time nonce of the page's token form.
+func formNonce(t *testing.T, res response) string {
+	t.Helper()
+	m := nonceInput.FindSubmatch(res.body)
+	if m == nil {
+		t.Fatalf("no form_nonce field in the page (status %d): %s", res.status, res.body)
+	}
+	return string(m[1])
+}
+
+// postTokenForm sends the tokens page's create form as a browser does:
+// with the nonce of the form a fresh GET /tokens shows (unless vals sets
+// form_nonce itself).
+func (c *client) postTokenForm(vals url.Values) response {
+	c.e.t.Helper()
+	v := url.Values{}
+	for k, vs := range vals {
+		v[k] = vs
+	}
+	if _, set := v[nonceField]; !set {
+		v.Set(nonceField, formNonce(c.e.t, c.do("GET", "/tokens", nil, nil)))
+	}
+	return c.post("/tokens", v)
+}

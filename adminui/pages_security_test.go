@@ -42,8 +42,8 @@ func pageTour(t *testing.T, e *env, c *client) (all []response, created response
 	cs, _ := e.st.ListCredentials(t.Context())
 	c.post("/credentials/"+cs[0].ID+"/delete", nil) // the confirmation page
 	c.do("GET", "/credentials", nil, nil)
-	created = c.post("/tokens", url.Values{"name": {"tour"}})
-	c.post("/tokens", url.Values{"name": {""}, "rate_limit": {"x"}})
+	created = c.postTokenForm(url.Values{"name": {"tour"}})
+	c.postTokenForm(url.Values{"name": {""}, "rate_limit": {"x"}})
 	ts, _ := e.st.ListTokens(t.Context())
 	c.post("/tokens/"+ts[0].ID+"/limit", url.Values{"rate_limit": {"x"}})
 	c.post("/tokens/"+ts[0].ID+"/revoke", nil)

@@ -1,6 +1,7 @@
 package adminui
 
 import (
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -33,13 +34,24 @@ type tokensPage struct {
 	// NewToken is the token just created: shown on this one answer only.
 	NewToken string
 	NewName  string
+	// Nonce is the create form's one-time value (see pageCreateToken).
+	Nonce string
 }
 
+// tokenFields are the create form's fields in page order.
 var tokenFields = []string{"name", "expires_at", "allowed_models", "rate_limit"}
+
+// nonceField carries the create form's one-time value; nonceLimiter is the
+// Deps.Limiters name of the store that remembers the used ones.
+const (
+	nonceField   = "form_nonce"
+	nonceLimiter = "form-nonce"
+)
 
 func (a *Admin) showTokens(w http.ResponseWriter, r *http.Request, status int, edit func(*tokensPage)) {
 	ctx := r.Context()
-	d := tokensPage{page: a.basePage(r, "API tokens", "tokens"), Create: newForm(r, tokenFields...)}
+	d := tokensPage{page: a.basePage(r, "API tokens", "tokens"), Create: newForm(r, tokenFields...).ordered(tokenFields...),
+		Nonce: newNonce()}
 	views, err := a.svc.ListTokens(ctx)
 	if err != nil {
 		a.pageServiceError(w, r, err)
@@ -65,26 +77,69 @@ func (a *Admin) pageTokens(w http.ResponseWriter, r *http.Request) {
 
 // pageCreateToken creates a token and answers with the page showing it
 // once (no redirect: the token must not travel in a URL or be kept for a
-// later request).
+// later request). The form carries a one-time nonce, so that the browser
+// sending it again (a reload of this answer, "confirm resubmission", a
+// double click) creates no second token that nobody ever sees: the repeat
+// is refused (409) with the list, where the first token is. The nonce is
+// spent only when the token is about to be made (and given back when that
+// fails), so a form that had mistakes can be corrected and sent again. The
+// used nonces are kept in a Deps.Limiters store, shared by every replica
+// with Redis.
 func (a *Admin) pageCreateToken(w http.ResponseWriter, r *http.Request) {
-	f := newForm(r, tokenFields...)
+	f := newForm(r, tokenFields...).ordered(tokenFields...)
 	in := TokenInput{Name: f.Values["name"], AllowedModels: splitModels(f.Values["allowed_models"])}
+	// Every field's problem at once, and all of them before the nonce is
+	// spent.
 	var err error
-	if in.ExpiresAt, err = parseExpiry(f.Values["expires_at"]); err != nil {
+	if _, err := validateTokenName(in.Name); err != nil {
+		f.fail(err)
+	}
+	if in.ExpiresAt, err = parseExpiry(f.Values["expires_at"]); err == nil {
+		_, err = a.svc.validateExpiry(in.ExpiresAt)
+	}
+	if err != nil {
 		f.fail(err)
 	}
 	if in.RateLimit, err = parseRateLimit(f.Values["rate_limit"]); err != nil {
 		f.fail(err)
 	}
+	if err := CheckAllowedModels(a.catalog, in.AllowedModels); err != nil {
+		f.fail(err)
+	}
 	if len(f.Errors) > 0 {
-		if _, err := validateTokenName(in.Name); err != nil {
-			f.fail(err) // show every field's problem at once
-		}
 		a.showTokens(w, r, http.StatusBadRequest, func(d *tokensPage) { d.Create = f })
+		return
+	}
+	nonce := r.PostForm.Get(nonceField)
+	if !validNonce(nonce) {
+		f.Errors[""] = "This form is out of date (it has no valid form id). Check the list below, then create the token again."
+		a.showTokens(w, r, http.StatusBadRequest, func(d *tokensPage) { d.Create = f })
+		return
+	}
+	key := "token-create:" + nonce
+	_, _, _, fresh, err := a.nonces.Take(r.Context(), key)
+	if err != nil {
+		a.logger.LogAttrs(r.Context(), slog.LevelError, "token form nonce", slog.String("error", err.Error()))
+		a.pageError(w, r, http.StatusServiceUnavailable, "Unavailable",
+			"Creating tokens is unavailable right now; try again in a moment.")
+		return
+	}
+	if !fresh {
+		a.showTokens(w, r, http.StatusConflict, func(d *tokensPage) {
+			d.Create = form{Values: map[string]string{}, Errors: map[string]string{
+				"": "This form was sent already (the page was reloaded or the form submitted twice), so no second token was made. " +
+					"The token made the first time is in the list below, but it cannot be shown again: if you did not copy it, revoke it and create another.",
+			}}
+		})
 		return
 	}
 	plain, t, err := a.svc.CreateToken(r.Context(), in)
 	if err != nil {
+		// No token was made: the nonce is good again, so that sending this
+		// form once more (a reload) is not taken for a repeat.
+		if berr := a.nonces.Burst(r.Context(), key, 1); berr != nil {
+			a.logger.LogAttrs(r.Context(), slog.LevelWarn, "token form nonce: give back", slog.String("error", berr.Error()))
+		}
 		if f.fail(err) {
 			a.showTokens(w, r, http.StatusBadRequest, func(d *tokensPage) { d.Create = f })
 			return
@@ -98,10 +153,19 @@ func (a *Admin) pageCreateToken(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// newNonce returns a fresh form nonce: 128 random bits (rand.Text).
+func newNonce() string { return rand.Text() }
+
+// validNonce reports whether s has the shape of a nonce of newNonce.
+func validNonce(s string) bool {
+	return len(s) == 26 && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") == ""
+}
+
 // pageTokenLimit changes one token's rate limit.
 func (a *Admin) pageTokenLimit(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	f := newForm(r, "rate_limit")
+	f := newForm(r, "rate_limit").ordered("rate_limit")
+	f.Prefix = "limit-" + id + "-"
 	n, err := parseRateLimit(f.Values["rate_limit"])
 	if err == nil {
 		_, err = a.svc.UpdateToken(r.Context(), id, TokenPatch{RateLimit: &n})

@@ -23,7 +23,7 @@ func TestTokensPageCreate(t *testing.T) {
 	wantPage(t, c.do("GET", "/tokens", nil, nil), http.StatusOK, "No API tokens yet")
 
 	tomorrow := time.Now().UTC().AddDate(0, 0, 1).Format(dayLayout)
-	res := c.post("/tokens", url.Values{"name": {"ci <bot>"}, "expires_at": {tomorrow},
+	res := c.postTokenForm(url.Values{"name": {"ci <bot>"}, "expires_at": {tomorrow},
 		"allowed_models": {"claude-sonnet-4, gpt-5\nclaude-sonnet-4"}, "rate_limit": {"60"}})
 	body := wantPage(t, res, http.StatusCreated, `New API token “ci <bot>”`, "Copy it now: it will not be shown again.")
 	m := newTokenInput.FindStringSubmatch(body)
@@ -81,7 +81,7 @@ func TestTokensPageCreate(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
-			body := wantPage(t, c.post("/tokens", tc.vals), http.StatusBadRequest, tc.text)
+			body := wantPage(t, c.postTokenForm(tc.vals), http.StatusBadRequest, tc.text)
 			if !regexpMatch(`name="`+tc.field+`"[^>]*aria-invalid="true"`, body) {
 				t.Errorf("field %s is not marked invalid", tc.field)
 			}
@@ -96,7 +96,7 @@ func TestTokensPageCreate(t *testing.T) {
 		})
 	}
 	t.Run("every bad field at once", func(t *testing.T) {
-		wantPage(t, c.post("/tokens", url.Values{"name": {""}, "expires_at": {"x"}, "rate_limit": {"y"}}), http.StatusBadRequest,
+		wantPage(t, c.postTokenForm(url.Values{"name": {""}, "expires_at": {"x"}, "rate_limit": {"y"}}), http.StatusBadRequest,
 			"Name is required", "Enter a date as YYYY-MM-DD", "Enter a whole number")
 	})
 	if ts, _ := e.st.ListTokens(t.Context()); len(ts) != 1 {

@@ -43,41 +43,64 @@ func MaskToken(secret string) string {
 	return string(r[:maskVisible]) + "…" + string(r[len(r)-maskVisible:])
 }
 
+// validateCredential checks a credential's input and returns it
+// normalised (trimmed; cloud id in lower case), or its first field's
+// error (see credentialProblems for them all).
 func validateCredential(in CredentialInput) (CredentialInput, error) {
-	var err error
-	if in.Email, err = validateEmail(in.Email); err != nil {
-		return in, err
-	}
-
-	in.Token = strings.TrimSpace(in.Token)
-	switch {
-	case in.Token == "":
-		return in, invalid("token", "token is required")
-	case len(in.Token) > maxTokenLen:
-		return in, invalid("token", "token is too long")
-	case !utf8.ValidString(in.Token):
-		return in, invalid("token", "token is not valid text")
-	}
-	for _, c := range in.Token {
-		if unicode.IsSpace(c) {
-			return in, invalid("token", "token must not contain spaces or line breaks")
-		}
-		if !unicode.IsPrint(c) {
-			return in, invalid("token", "token must not contain control characters")
-		}
-	}
-
-	in.CloudID = strings.ToLower(strings.TrimSpace(in.CloudID))
-	if in.CloudID != "" && !isUUID(in.CloudID) {
-		return in, invalid("cloud_id", "cloud id must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
-	}
-	if in.Label, err = validateLabel(in.Label); err != nil {
-		return in, err
-	}
-	if err := validateConcurrency(in.MaxConcurrency); err != nil {
-		return in, err
+	in, errs := credentialProblems(in)
+	if len(errs) > 0 {
+		return in, errs[0]
 	}
 	return in, nil
+}
+
+// credentialProblems checks every field of a credential's input and
+// returns it normalised with one *ValidationError per bad field, in the
+// order email, token, cloud id, label, max concurrency: a form can show
+// them all at once.
+func credentialProblems(in CredentialInput) (CredentialInput, []error) {
+	var errs []error
+	var err error
+	if in.Email, err = validateEmail(in.Email); err != nil {
+		errs = append(errs, err)
+	}
+	if in.Token, err = validateCredentialToken(in.Token); err != nil {
+		errs = append(errs, err)
+	}
+	in.CloudID = strings.ToLower(strings.TrimSpace(in.CloudID))
+	if in.CloudID != "" && !isUUID(in.CloudID) {
+		errs = append(errs, invalid("cloud_id", "cloud id must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"))
+	}
+	if in.Label, err = validateLabel(in.Label); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateConcurrency(in.MaxConcurrency); err != nil {
+		errs = append(errs, err)
+	}
+	return in, errs
+}
+
+// validateCredentialToken checks an Atlassian API token and returns it
+// trimmed.
+func validateCredentialToken(token string) (string, error) {
+	token = strings.TrimSpace(token)
+	switch {
+	case token == "":
+		return token, invalid("token", "token is required")
+	case len(token) > maxTokenLen:
+		return token, invalid("token", "token is too long")
+	case !utf8.ValidString(token):
+		return token, invalid("token", "token is not valid text")
+	}
+	for _, c := range token {
+		if unicode.IsSpace(c) {
+			return token, invalid("token", "token must not contain spaces or line breaks")
+		}
+		if !unicode.IsPrint(c) {
+			return token, invalid("token", "token must not contain control characters")
+		}
+	}
+	return token, nil
 }
 
 // validateEmail checks a credential's email (a bare address, no display

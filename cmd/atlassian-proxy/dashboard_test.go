@@ -13,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/atlassian-proxy/atlassian-proxy/adminui"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/internal/metrictest"
 )
 
 const dashboardPath = "../../deploy/grafana/atlassian-proxy.json"
@@ -302,5 +304,81 @@ func TestDashboardMetricNames(t *testing.T) {
 	want := []string{"atlassian_proxy_x_bucket", "go_goroutines"}
 	if !slices.Equal(got, want) {
 		t.Errorf("metricNames = %v, want %v", got, want)
+	}
+}
+
+// TestLoginRejectionsInTheRateLimitPanel: the admin UI's login throttling
+// counts in the server's one rate-limit counter (limits login_ip and
+// login_total, at zero from the start, next to the API's token), and the
+// Grafana panel "Rate-limit rejections/s by limit" draws every limit of
+// that counter as its own series, so it shows them without a change.
+func TestLoginRejectionsInTheRateLimitPanel(t *testing.T) {
+	s := startDashboardStack(t)
+	const name = "atlassian_proxy_rate_limit_rejections_total"
+	values := func() map[string]float64 {
+		out := map[string]float64{}
+		for k, v := range metrictest.Values(t, s.app.metrics) {
+			if limit, ok := strings.CutPrefix(k, name+",limit="); ok {
+				out[limit] = v
+			}
+		}
+		return out
+	}
+	if got := values(); len(got) != 3 || got["token"] != 0 || got["login_ip"] != 0 || got["login_total"] != 0 {
+		t.Fatalf("at start: %v, want token, login_ip and login_total at zero", got)
+	}
+	status := 0
+	for i := range adminui.DefaultLoginAttemptsPerIP + 1 {
+		resp, err := http.Post(s.proxyURL+"/admin/api/login", "application/json", strings.NewReader(`{"password":"not the password at all"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		status = resp.StatusCode
+		if i < adminui.DefaultLoginAttemptsPerIP && status != http.StatusUnauthorized {
+			t.Fatalf("login %d: status %d, want 401", i+1, status)
+		}
+	}
+	if status != http.StatusTooManyRequests {
+		t.Fatalf("login %d: status %d, want 429", adminui.DefaultLoginAttemptsPerIP+1, status)
+	}
+	if got := values(); got["login_ip"] != 1 || got["login_total"] != 0 || got["token"] != 0 {
+		t.Errorf("after one throttled login: %v, want login_ip 1", got)
+	}
+
+	raw, err := os.ReadFile(dashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr         string `json:"expr"`
+				LegendFormat string `json:"legendFormat"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range d.Panels {
+		if p.Title != "Rate-limit rejections/s by limit" {
+			continue
+		}
+		found = true
+		if len(p.Targets) != 1 {
+			t.Fatalf("the panel has %d targets, want 1", len(p.Targets))
+		}
+		tg := p.Targets[0]
+		if !strings.Contains(tg.Expr, name) || !strings.Contains(tg.Expr, "sum by (limit)") || strings.Contains(tg.Expr, "limit=") ||
+			tg.LegendFormat != "{{limit}}" {
+			t.Errorf("the panel would not show each limit as its own series: expr %s, legend %q", tg.Expr, tg.LegendFormat)
+		}
+	}
+	if !found {
+		t.Error("no panel \"Rate-limit rejections/s by limit\" in the dashboard")
 	}
 }

@@ -175,7 +175,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	}
 	a.admin, err = adminui.New(adminui.Config{SecureCookies: cfg.SecureCookies, TrustedProxies: cfg.TrustedProxies}, adminui.Deps{
 		Store: st, Cipher: cipher, Pool: a.pool, Logger: logger, Changed: a.syncer.changed,
-		Activity: a.usage, Checker: a.upstream, Limiters: a.loginLimiters,
+		Activity: a.usage, Checker: a.upstream, Limiters: a.loginLimiters, Catalog: a.catalog, Registerer: reg,
 	})
 	if err != nil {
 		return nil, err

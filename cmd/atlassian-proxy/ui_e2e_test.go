@@ -3,16 +3,19 @@ package main
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/atlassian-proxy/atlassian-proxy/adminui"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
+	"github.com/atlassian-proxy/atlassian-proxy/usage"
 )
 
 // TestAdminUIInBrowser walks the admin pages in a real headless Chromium
@@ -196,4 +199,127 @@ func TestAdminUIInBrowser(t *testing.T) {
 	}
 	b.checkConsole()
 	t.Logf("browser walk took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// stackAdminPassword is the ADMIN_PASSWORD of startStack.
+const stackAdminPassword = "in-process-stack-password"
+
+// login logs the browser in to the admin pages at admin (…/admin) and
+// waits for the dashboard.
+func (b *browser) login(admin, password string) {
+	b.t.Helper()
+	b.do("log in", chromedp.Navigate(admin+"/login"), chromedp.WaitVisible(chromedp.ID("password")),
+		chromedp.SendKeys(chromedp.ID("password"), password), chromedp.Submit(chromedp.ID("password")),
+		chromedp.WaitVisible(chromedp.ID("live")))
+}
+
+// TestDashboardRefreshKeepsFocus: the dashboard's live part is brought up
+// to date in place, so a keyboard user's focus on a card link survives the
+// refresh every 5 s; the refresh also brings the upstream errors that
+// failover absorbed (failed attempts), marked apart from failed requests.
+func TestDashboardRefreshKeepsFocus(t *testing.T) {
+	s := startDashboardStack(t)
+	b := newBrowser(t, 60*time.Second)
+	admin := s.proxyURL + "/admin"
+	b.login(admin, stackAdminPassword)
+	if got := b.text(`[data-stat="hour-attempt-failures"]`); got != "0" {
+		t.Errorf("absorbed upstream errors before any traffic = %q, want 0", got)
+	}
+
+	// Focus the "Cooling" card link as the keyboard does, and mark the
+	// element itself (a script property, which no refresh sets).
+	b.do("focus a card link", chromedp.Focus(chromedp.CSS("a.card.tone-cooling")))
+	if _, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.activeElement.focusMark = true`)); err != nil {
+		t.Fatal(err)
+	}
+	// Traffic, and failed attempts as the API records them.
+	for range 3 {
+		if code := s.chat(t); code != http.StatusOK {
+			t.Fatalf("chat: status %d", code)
+		}
+	}
+	s.app.usage.RecordAttemptFailure("cred-x", "claude-sonnet-4", "rate_limited: the upstream answered 429")
+	s.app.usage.RecordAttemptFailure("cred-x", "claude-sonnet-4", "rate_limited: the upstream answered 429")
+	s.app.usage.Record(usage.Event{Model: "claude-sonnet-4", Failed: true, Error: "server_error: the upstream answered 502"})
+	b.waitFor("the live part refreshes with the new traffic",
+		`Number(document.querySelector('[data-stat="hour-requests"]').textContent) >= 4 && `+
+			`Number(document.querySelector('[data-stat="hour-attempt-failures"]').textContent) >= 2`, 15*time.Second)
+	focus, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](
+		`(document.activeElement.focusMark === true ? 'same ' : 'other ') + document.activeElement.className`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if focus != "same card tone-cooling" {
+		t.Errorf("after the refresh the focus is on %q, want the same Cooling card link", focus)
+	}
+	errs := b.text("#live")
+	if !strings.Contains(errs, "attempt failed, request moved on") || !strings.Contains(errs, "request failed") {
+		t.Errorf("the recent errors do not tell attempts from requests:\n%s", errs)
+	}
+	// A second refresh: the focus is still there, and the page did not
+	// grow copies of its parts.
+	stamp := b.text("#updated")
+	b.waitFor("another refresh", `document.getElementById('updated').textContent !== `+strconv.Quote(stamp), 15*time.Second)
+	if n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll('#live section.cards').length`)); err != nil || n != 2 {
+		t.Errorf("after refreshes #live has %d card rows (%v), want 2", n, err)
+	}
+	if got, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.activeElement.focusMark === true`)); err != nil || !got {
+		t.Errorf("the focus left the card link at the second refresh (%v)", err)
+	}
+	b.checkConsole()
+}
+
+// TestFormsInBrowser: an invalid form puts the cursor in its first invalid
+// field, which the browser reports invalid and described by its error;
+// and without JavaScript the new token's page shows no dead Copy button.
+func TestFormsInBrowser(t *testing.T) {
+	s := startDashboardStack(t)
+	admin := s.proxyURL + "/admin"
+	b := newBrowser(t, 60*time.Second)
+	b.login(admin, stackAdminPassword)
+
+	b.do("send a bad credential", chromedp.Navigate(admin+"/credentials"), chromedp.WaitVisible(chromedp.ID("add-form")),
+		chromedp.SendKeys(chromedp.ID("email"), "ok@example.com"), chromedp.SendKeys(chromedp.ID("cloud_id"), "not-a-uuid"),
+		chromedp.Click(chromedp.CSS(`button[value="add"]`)), chromedp.WaitVisible(chromedp.ID("token-error")))
+	got, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`[document.activeElement.id, document.activeElement.getAttribute('aria-invalid'),
+		document.activeElement.getAttribute('aria-describedby'), document.getElementById(document.activeElement.getAttribute('aria-describedby')).textContent,
+		document.querySelectorAll('[aria-invalid="true"]').length].join('|')`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "token|true|token-error|Token is required|2" {
+		t.Errorf("after a bad form: focus, invalid, description, message, invalid fields = %q", got)
+	}
+	if b.value("#email") != "ok@example.com" || b.value("#cloud_id") != "not-a-uuid" {
+		t.Error("what was typed is not kept")
+	}
+
+	// Without JavaScript: the copy button, hidden until the script shows
+	// it, stays hidden though .btn sets a display.
+	if _, err := chromedp.Call(b.ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+		t.Fatal(err)
+	}
+	b.do("create a token without JavaScript", chromedp.Navigate(admin+"/tokens"), chromedp.WaitVisible(chromedp.ID("name")),
+		chromedp.SendKeys(chromedp.ID("name"), "no-js"), chromedp.Click(chromedp.CSS(`#create button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.ID("new-token")))
+	if token := b.value("#new-token"); !strings.HasPrefix(token, "sk-ap-") {
+		t.Fatalf("no new token without JavaScript: %.6q", token)
+	}
+	style, err := chromedp.Run(b.ctx, chromedp.ComputedStyle(chromedp.CSS(`button[data-copy="new-token"]`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	display := ""
+	for _, p := range style {
+		if p.Name == "display" {
+			display = p.Value
+		}
+	}
+	if display != "none" {
+		t.Errorf("without JavaScript the Copy button has display %q, want none", display)
+	}
+	if script, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.querySelector('button[data-copy]').hidden`)); err != nil || !script {
+		t.Errorf("the page's script ran although scripts are off (hidden = %v, %v)", script, err)
+	}
+	b.checkConsole()
 }

@@ -34,9 +34,60 @@
     });
   }
 
-  // <div data-refresh="URL" data-interval="ms">: replaced every interval
-  // by a fresh fragment while the tab is visible. A lost session reloads
-  // the page, which then leads to the login page.
+  // morph makes the live node from look like to, changing only what
+  // differs, so that the elements that stay (the dashboard's card links)
+  // keep the keyboard focus and a screen reader's place.
+  function morph(from, to) {
+    if (from.nodeType !== to.nodeType || from.nodeName !== to.nodeName) {
+      from.replaceWith(to);
+      return;
+    }
+    if (from.nodeType !== Node.ELEMENT_NODE) {
+      if (from.nodeValue !== to.nodeValue) from.nodeValue = to.nodeValue;
+      return;
+    }
+    Array.from(from.attributes).forEach(function (a) {
+      if (!to.hasAttribute(a.name)) from.removeAttribute(a.name);
+    });
+    Array.from(to.attributes).forEach(function (a) {
+      if (from.getAttribute(a.name) !== a.value) from.setAttribute(a.name, a.value);
+    });
+    morphChildren(from, Array.from(to.childNodes));
+  }
+  function morphChildren(parent, nodes) {
+    morphNodes(parent, Array.from(parent.childNodes), nodes);
+  }
+  function morphNodes(parent, old, nodes) {
+    nodes.forEach(function (n, i) {
+      if (i < old.length) morph(old[i], n);
+      else parent.appendChild(n);
+    });
+    old.slice(nodes.length).forEach(function (n) { n.remove(); });
+  }
+
+  // update puts nodes into el in place (see morph). Should the focused
+  // element have gone all the same (the part around it changed shape), the
+  // focus goes to the element now in its place.
+  var focusable = 'a[href], button, input, select, textarea, [tabindex]';
+  function update(el, nodes) {
+    var active = document.activeElement;
+    var at = active && active !== el && el.contains(active) ? Array.from(el.querySelectorAll(focusable)).indexOf(active) : -1;
+    // The parser drops the whitespace a fragment starts with: whitespace
+    // between the top-level parts does not count.
+    var blank = function (n) { return n.nodeType === Node.TEXT_NODE && !n.nodeValue.trim(); };
+    var old = Array.from(el.childNodes);
+    old.filter(blank).forEach(function (n) { n.remove(); });
+    morphNodes(el, old.filter(function (n) { return !blank(n); }), nodes.filter(function (n) { return !blank(n); }));
+    if (at >= 0 && !el.contains(document.activeElement)) {
+      var again = el.querySelectorAll(focusable)[at];
+      if (again) again.focus({ preventScroll: true });
+    }
+  }
+
+  // <div data-refresh="URL" data-interval="ms">: brought up to date every
+  // interval from a fresh fragment while the tab is visible (in place: the
+  // keyboard focus stays). A lost session reloads the page, which then
+  // leads to the login page.
   function refresh(el) {
     var url = el.getAttribute('data-refresh');
     var every = parseInt(el.getAttribute('data-interval'), 10) || 5000;
@@ -56,7 +107,7 @@
         })
         .then(function (html) {
           if (html === null) return;
-          el.replaceChildren.apply(el, fragment(html));
+          update(el, fragment(html));
           el.removeAttribute('data-stale');
           countdowns(el);
           tickCountdowns();
