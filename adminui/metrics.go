@@ -23,7 +23,7 @@ const (
 // the admin UI is the first to register it.
 const (
 	rejectionsName = observability.MetricsNamespace + "_rate_limit_rejections_total"
-	rejectionsHelp = "Requests refused by a rate limit, by limit (token: the per-token limit)."
+	rejectionsHelp = "Requests refused by a rate limit, by limit (token: the per-token limit; login_ip, login_total: admin login throttling per client address and in all)."
 )
 
 // loginRejections returns the rate-limit counter of reg with the login

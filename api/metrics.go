@@ -22,8 +22,8 @@ const (
 	abortPanic          = "panic"           // a bug of ours while relaying
 )
 
-// Limits of atlassian_proxy_rate_limit_rejections_total. "login" (the admin
-// UI's) is counted by the admin UI itself.
+// Limits of atlassian_proxy_rate_limit_rejections_total. The admin UI counts
+// its login throttling on the same counter itself ("login_ip", "login_total").
 const limitToken = "token"
 
 // TTFTBuckets are the buckets of the time to first token, in seconds.
@@ -64,7 +64,7 @@ func newMetrics(reg prometheus.Registerer, catalog *gateway.Catalog) (*metrics, 
 		}, []string{"model", "direction"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "rate_limit_rejections_total",
-			Help: "Requests refused by a rate limit, by limit (token: the per-token limit).",
+			Help: "Requests refused by a rate limit, by limit (token: the per-token limit; login_ip, login_total: admin login throttling per client address and in all).",
 		}, []string{"limit"}),
 	}
 	for _, r := range []string{abortUpstreamBroken, abortClientGone, abortShutdown, abortPanic} {

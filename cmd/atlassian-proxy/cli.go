@@ -19,6 +19,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/atlassian-proxy/atlassian-proxy/adminui"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
 )
 
@@ -302,6 +303,20 @@ func tokenCreate(ctx context.Context, e env, args []string) error {
 	for m := range strings.SplitSeq(*models, ",") {
 		if m = strings.TrimSpace(m); m != "" {
 			in.AllowedModels = append(in.AllowedModels, m)
+		}
+	}
+	if len(in.AllowedModels) > 0 {
+		// The server's catalog: a token limited to a model it does not
+		// serve would be refused on every request.
+		catalog := gateway.DefaultCatalog()
+		if path, _ := e.lookupEnv("MODELS_FILE"); path != "" {
+			var err error
+			if catalog, err = loadCatalogFile(path); err != nil {
+				return err
+			}
+		}
+		if err := adminui.CheckAllowedModels(catalog, in.AllowedModels); err != nil {
+			return describe(err)
 		}
 	}
 	return sf.withService(ctx, e, func(svc *adminui.Service) error {

@@ -301,6 +301,7 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"credential", "remove"}, 2, "one credential id"},
 		{[]string{"credential", "remove", "cred_nope"}, 1, "not found"},
 		{[]string{"token", "create"}, 2, "name"},
+		{[]string{"token", "create", "--name", "x", "--models", "claude-sonnet-4,no-such-model"}, 2, "unknown model 'no-such-model'"},
 		{[]string{"token", "revoke", "tok_nope"}, 1, "not found"},
 	}
 	for _, c := range cases {
