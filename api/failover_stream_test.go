@@ -21,75 +21,88 @@ import (
 // Streams, cancellation and deadlines under the pool's rules, through the
 // whole HTTP stack (see failover_test.go).
 
-// TestStreamCutBeforeFirstEventIsSilent: a stream that breaks before its
-// first event fails over without the client noticing; if every credential
-// does it, the client gets a plain JSON 502, not a broken stream.
-func TestStreamCutBeforeFirstEventIsSilent(t *testing.T) {
-	t.Run("one credential cuts", func(t *testing.T) {
-		e := newEnv(t, envOptions{creds: []fake.Credential{
-			testCred("c1", fake.Behavior{Fault: fake.CutBeforeFirstEvent}),
-			testCred("c2", fake.Behavior{}), testCred("c3", fake.Behavior{}),
-		}})
-		failedOver := 0
-		for i := range 6 {
-			resp, body, reqs, _ := e.exchange(chatBody(`"stream":true`))
-			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-				t.Errorf("request %d: Content-Type = %q, want an event stream", i, ct)
-			}
-			checkCompleteStream(t, resp, body)
-			switch {
-			case len(reqs) == 1 && reqs[0].CredentialID != "c1":
-			case len(reqs) == 2 && reqs[0].CredentialID == "c1" && reqs[0].Status == 0 && reqs[1].Status == http.StatusOK:
-				failedOver++
-			default:
-				t.Errorf("request %d: upstream requests %q, want one 200, or c1's cut then a 200", i, credIDs(reqs))
-			}
-			time.Sleep(10 * time.Millisecond) // c1's short back-off passes
-		}
-		if failedOver == 0 {
-			t.Fatalf("c1 was never tried: the failover was not exercised")
-		}
-		st := e.credStatus("c1")
-		if st.Failures != int64(failedOver) || st.LastError == "" {
-			t.Errorf("c1 = %+v, want %d failures (stream broken)", st, failedOver)
-		}
+// TestStreamCutBeforeCommitIsSilent: a stream that breaks before it is
+// committed (before its first event, or after events that carried only the
+// role) fails over without the client noticing; if every credential does
+// it, the client gets a plain JSON 502, not a broken stream.
+func TestStreamCutBeforeCommitIsSilent(t *testing.T) {
+	cuts := []struct {
+		name string
+		b    fake.Behavior
+	}{
+		{"before the first event", fake.Behavior{Fault: fake.CutBeforeFirstEvent}},
+		{"after the role-only event", fake.Behavior{Fault: fake.CutMidStream, CutAfter: 1}},
+	}
+	for _, cut := range cuts {
+		t.Run(cut.name, func(t *testing.T) {
+			t.Run("one credential cuts", func(t *testing.T) {
+				e := newEnv(t, envOptions{creds: []fake.Credential{
+					testCred("c1", cut.b),
+					testCred("c2", fake.Behavior{}), testCred("c3", fake.Behavior{}),
+				}})
+				failedOver := 0
+				for i := range 6 {
+					resp, body, reqs, _ := e.exchange(chatBody(`"stream":true`))
+					if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+						t.Errorf("request %d: Content-Type = %q, want an event stream", i, ct)
+					}
+					checkCompleteStream(t, resp, body)
+					switch {
+					case len(reqs) == 1 && reqs[0].CredentialID != "c1":
+					case len(reqs) == 2 && reqs[0].CredentialID == "c1" && reqs[0].Status == 0 && reqs[1].Status == http.StatusOK:
+						failedOver++
+					default:
+						t.Errorf("request %d: upstream requests %q, want one 200, or c1's cut then a 200", i, credIDs(reqs))
+					}
+					time.Sleep(10 * time.Millisecond) // c1's short back-off passes
+				}
+				if failedOver == 0 {
+					t.Fatalf("c1 was never tried: the failover was not exercised")
+				}
+				st := e.credStatus("c1")
+				if st.Failures != int64(failedOver) || st.LastError == "" {
+					t.Errorf("c1 = %+v, want %d failures (stream broken)", st, failedOver)
+				}
 
-		// The official client reads a complete answer too.
-		stream := e.client(e.token).Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
-			Model: testModel, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello")},
+				// The official client reads a complete answer too.
+				stream := e.client(e.token).Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
+					Model: testModel, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello")},
+				})
+				var text strings.Builder
+				for stream.Next() {
+					if c := stream.Current(); len(c.Choices) > 0 {
+						text.WriteString(c.Choices[0].Delta.Content)
+					}
+				}
+				if err := stream.Err(); err != nil || text.String() != fake.DefaultText {
+					t.Errorf("official client: text %q, error %v; want the whole answer", text.String(), err)
+				}
+			})
+			t.Run("every credential cuts", func(t *testing.T) {
+				e := newEnv(t, envOptions{creds: []fake.Credential{
+					testCred("c1", cut.b),
+					testCred("c2", cut.b),
+				}})
+				resp, body, reqs, _ := e.exchange(chatBody(`"stream":true`))
+				checkError(t, resp, body, wantError{502, "server_error", "upstream_error", "", ""})
+				if len(reqs) != 2 || reqs[0].CredentialID == reqs[1].CredentialID {
+					t.Errorf("upstream requests %q, want one on each credential", credIDs(reqs))
+				}
+			})
 		})
-		var text strings.Builder
-		for stream.Next() {
-			if c := stream.Current(); len(c.Choices) > 0 {
-				text.WriteString(c.Choices[0].Delta.Content)
-			}
-		}
-		if err := stream.Err(); err != nil || text.String() != fake.DefaultText {
-			t.Errorf("official client: text %q, error %v; want the whole answer", text.String(), err)
-		}
-	})
-	t.Run("every credential cuts", func(t *testing.T) {
-		e := newEnv(t, envOptions{creds: []fake.Credential{
-			testCred("c1", fake.Behavior{Fault: fake.CutBeforeFirstEvent}),
-			testCred("c2", fake.Behavior{Fault: fake.CutBeforeFirstEvent}),
-		}})
-		resp, body, reqs, _ := e.exchange(chatBody(`"stream":true`))
-		checkError(t, resp, body, wantError{502, "server_error", "upstream_error", "", ""})
-		if len(reqs) != 2 || reqs[0].CredentialID == reqs[1].CredentialID {
-			t.Errorf("upstream requests %q, want one on each credential", credIDs(reqs))
-		}
-	})
+	}
 }
 
-// TestStreamCutAfterFirstEventEndsWithError: once the first event went out,
-// an upstream break ends the client's stream with an SSE error event and no
-// [DONE], and no other credential is tried. The stream is read raw.
+// TestStreamCutAfterFirstEventEndsWithError: once the stream is committed
+// (an event carried text) and its first chunks went out, an upstream break
+// ends the client's stream with an SSE error event and no [DONE], and no
+// other credential is tried. The stream is read raw.
 func TestStreamCutAfterFirstEventEndsWithError(t *testing.T) {
 	tests := []struct {
 		cutAfter int
 		text     string // what reached the client before the cut
 	}{
-		{1, ""},            // the role event only
+		{2, "Hello "},      // the role event and one piece (the role alone does not commit)
 		{3, "Hello from "}, // the role event and two pieces
 	}
 	for _, tt := range tests {

@@ -132,8 +132,9 @@ func (k *silentWait) stop() *sseWriter {
 }
 
 // streamChat answers a streamed request without tools. The dispatcher
-// commits to a credential once its stream answered 200 and its first event
-// parsed; every failure before that fails over silently. After it, the
+// commits to a credential once its stream answered 200 and an event with
+// text, a tool call or a finish reason parsed (events carrying only the
+// role wait for it); every failure before that fails over silently. After it, the
 // chunks are relayed as they come.
 func (a *API) streamChat(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
 	ctx := r.Context()

@@ -198,8 +198,9 @@ func TestClientCancelBeforeCommit(t *testing.T) {
 }
 
 // panickyTransport is a fault injector: the bodies of its responses panic
-// on the first read after a complete SSE event has been delivered, that
-// is, once the stream was committed, on relay's reader goroutine.
+// on the first read after two complete SSE events have been delivered (the
+// role event, then the first text event, which commits the stream), that
+// is, on relay's reader goroutine.
 type panickyTransport struct{ http.RoundTripper }
 
 func (p panickyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -216,7 +217,7 @@ type panickyBody struct {
 }
 
 func (b *panickyBody) Read(p []byte) (int, error) {
-	if bytes.Contains(b.seen, []byte("\n\n")) {
+	if bytes.Count(b.seen, []byte("\n\n")) >= 2 {
 		panic("injected fault: reading the upstream stream")
 	}
 	n, err := b.ReadCloser.Read(p)

@@ -21,8 +21,9 @@ type Config struct {
 	// Call gets a context that ends then, and no attempt starts after it.
 	// A Call that runs the upstream request under that context is abandoned
 	// at the deadline and counted as a timeout against its credential: the
-	// api does so for a stream until its first event, so the deadline bounds
-	// the time to a stream's first event. A non-streamed completion arrives
+	// api does so for a stream until it commits (its first event with text,
+	// a tool call or a finish reason), so the deadline bounds the time to
+	// that event. A non-streamed completion arrives
 	// only once the whole answer is generated, which may take minutes, so
 	// the api runs it under the request's own context instead: it runs until
 	// its answer, the client leaving, or the transport's 5-minute response
@@ -103,7 +104,8 @@ type Deps struct {
 }
 
 // Call makes one upstream attempt with cred. nil means the request is
-// committed to cred (a 200, and for a stream its first event parsed). An
+// committed to cred (a 200, and for a stream its first event with content
+// parsed). An
 // error is classified with Classify (against the request's context: when
 // ctx ended at the retry deadline but the request's context did not, the
 // attempt counts as OutcomeTimeout even if the call reports a cancellation).

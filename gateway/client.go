@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -40,6 +41,10 @@ type Config struct {
 	// UserAgent is sent on every request (default "atlassian-proxy/<module
 	// version>"). It must identify this project honestly.
 	UserAgent string
+	// Logger receives the protocol log (default: none): at info level,
+	// once per distinct variant, what the upstream sent that the protocol
+	// page leaves open (see observe.go). Secrets are never logged.
+	Logger *slog.Logger
 }
 
 // Validate reports a malformed BaseURL.
@@ -79,6 +84,7 @@ type Client struct {
 	ua   string
 	hc   *http.Client
 	now  func() time.Time
+	obs  *protocolLog // nil: no protocol log
 }
 
 // NewClient returns a client sending through hc (nil: a client on
@@ -107,6 +113,7 @@ func NewClient(cfg Config, hc *http.Client) (*Client, error) {
 		ua:   cfg.UserAgent,
 		hc:   &c,
 		now:  time.Now,
+		obs:  newProtocolLog(cfg.Logger),
 	}, nil
 }
 
@@ -183,6 +190,7 @@ func (c *Client) send(ctx context.Context, req *http.Request, cred pool.Credenti
 	if err != nil && ctx.Err() != nil {
 		return nil, transportError(ctx, err)
 	}
+	c.obs.errorAnswer(ctx, resp.StatusCode, resp.Header.Get("Content-Type"), body, cred)
 	return nil, classify(resp, body, cred, c.now())
 }
 
@@ -236,17 +244,30 @@ func (c *Client) Complete(ctx context.Context, cred pool.Credential, m Model, re
 	if len(body) > maxResponseBody {
 		return nil, &Error{Status: resp.StatusCode, Kind: pool.OutcomeServerError, Message: "the upstream response is too large"}
 	}
-	cc, err := completionFromBody(body, model, c.now())
+	cc, err := c.completion(ctx, body, model)
 	if err != nil {
 		return nil, &Error{Status: resp.StatusCode, Kind: pool.OutcomeServerError, Message: "the upstream response is malformed", Err: err}
 	}
 	return cc, nil
 }
 
+// completion decodes a non-streamed response body, notes its protocol
+// variants and translates it.
+func (c *Client) completion(ctx context.Context, body []byte, model string) (*ChatCompletion, error) {
+	r, err := decodeResponse(body)
+	if err != nil {
+		return nil, err
+	}
+	c.obs.response(ctx, r, modeJSON)
+	return translateCompletion(r, model, c.now()), nil
+}
+
 // Stream sends a streamed chat request. It returns once the upstream
-// answered 200 and its first event parsed, so that a caller can still fail
-// over before anything reached its client; a break before that is an
-// *Error with OutcomeStreamBroken. The caller must Close the stream.
+// answered 200 and sent an event that carries text, a tool call or a
+// finish reason (events before it that carry only the role or usage are
+// kept and delivered after it), so that a caller can still fail over
+// before anything reached its client; a break before that is an *Error
+// with OutcomeStreamBroken. The caller must Close the stream.
 func (c *Client) Stream(ctx context.Context, cred pool.Credential, m Model, req *ChatRequest) (*Stream, error) {
 	resp, err := c.chat(ctx, cred, m, req, true)
 	if err != nil {
@@ -259,7 +280,7 @@ func (c *Client) Stream(ctx context.Context, cred pool.Credential, m Model, req 
 		if err != nil {
 			return nil, streamError(ctx, err, "the upstream stream broke before its first event")
 		}
-		cc, err := completionFromBody(body, model, c.now())
+		cc, err := c.completion(ctx, body, model)
 		if err != nil {
 			return nil, &Error{Status: resp.StatusCode, Kind: pool.OutcomeStreamBroken, Message: "the upstream response is malformed", Err: err}
 		}

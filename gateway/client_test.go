@@ -262,6 +262,7 @@ func faultCases() []faultCase {
 		{"429 no retry given", fake.Behavior{Fault: fake.RateLimitMinute, RetryAfterSeconds: -1}, 429, pool.OutcomeRateLimited, 10 * time.Second, CodeMinuteLimit, ""},
 		{"429 daily", fake.Behavior{Fault: fake.RateLimitDaily}, 429, pool.OutcomeQuotaExhausted, time.Hour, CodeDailyLimit, "Daily"},
 		{"429 daily long", fake.Behavior{Fault: fake.RateLimitDaily, RetryAfterSeconds: 50000}, 429, pool.OutcomeQuotaExhausted, 50000 * time.Second, CodeDailyLimit, ""},
+		{"429 daily no retry given", fake.Behavior{Fault: fake.RateLimitDaily, RetryAfterSeconds: -1}, 429, pool.OutcomeQuotaExhausted, 0, CodeDailyLimit, "Daily"},
 		{"401", fake.Behavior{Fault: fake.Unauthorized}, 401, pool.OutcomeUnauthorized, 0, "", ""},
 		{"403", fake.Behavior{Fault: fake.Forbidden}, 403, pool.OutcomeForbidden, 0, "", "Forbidden"},
 		{"403 user blocked", fake.Behavior{Fault: fake.UserBlocked}, 403, pool.OutcomeForbidden, 0, CodeUserBlocked, "blocked"},

@@ -7,5 +7,8 @@
 // them with a credential's Basic auth and classifies every result into a
 // *Error whose Outcome the credential pool acts on. It never imitates
 // Atlassian's own CLI: requests carry only the documented fields and an
-// honest User-Agent. Subpackage fake is a fake gateway for tests and demos.
+// honest User-Agent. Where the protocol is unknown, the Client copes with
+// every plausible variant and, given Config.Logger, logs each distinct one
+// it meets once (observe.go), never with a secret. Subpackage fake is a
+// fake gateway for tests and demos.
 package gateway

@@ -35,8 +35,13 @@ const (
 	maxErrorBody = 64 << 10
 	// maxMessageLen bounds Error.Message taken from an upstream body.
 	maxMessageLen = 500
-	// defaultRetry is the cooldown of a 429 that names no retry time.
+	// defaultRetry is the cooldown of a minute-limit 429 that names no
+	// retry time. A daily-limit 429 without one leaves Retry at 0, so that
+	// the pool's QuotaCooldown applies (a daily quota is not back in 10 s).
 	defaultRetry = 10 * time.Second
+	// maxTextBody bounds a non-JSON client-error body that is used as the
+	// message (longer ones are pages, not messages).
+	maxTextBody = 2 << 10
 )
 
 // Error is a classified upstream failure. Message is safe to show a client:
@@ -155,7 +160,7 @@ func classify(resp *http.Response, body []byte, cred pool.Credential, now time.T
 			if e.Code == CodeMinuteLimit {
 				e.Retry += time.Second
 			}
-		} else {
+		} else if e.Kind == pool.OutcomeRateLimited {
 			e.Retry = defaultRetry
 		}
 		if e.Message == "" {
@@ -181,6 +186,9 @@ func classify(resp *http.Response, body []byte, cred pool.Credential, now time.T
 		}
 	default: // 400, 404, 413, 422 and every other 4xx
 		e.Kind = pool.OutcomeClientError
+		if !parsed {
+			e.Message = textMessage(body, cred)
+		}
 		if isContextOverflow(body) {
 			e.Code = CodeContextLength
 			if e.Message == "" {
@@ -192,6 +200,28 @@ func classify(resp *http.Response, body []byte, cred pool.Credential, now time.T
 		}
 	}
 	return e
+}
+
+// textMessage is the message of a short non-JSON body (plain text, or a
+// JSON string): the text, sanitized. It is "" for an empty or long body,
+// for markup (an HTML error page) and for binary data.
+func textMessage(body []byte, cred pool.Credential) string {
+	b := bytes.TrimSpace(body)
+	if len(b) == 0 || len(b) > maxTextBody || b[0] == '<' || !utf8.Valid(b) {
+		return ""
+	}
+	if b[0] == '"' {
+		var s string
+		if json.Unmarshal(b, &s) == nil {
+			return sanitize(s, cred)
+		}
+	}
+	for _, c := range b {
+		if c == 0 {
+			return "" // binary
+		}
+	}
+	return sanitize(string(b), cred)
 }
 
 // isContextOverflow recognises the gateway's context-window 400s.
@@ -273,12 +303,28 @@ func sanitize(msg string, cred pool.Credential) string {
 	if msg == "" {
 		return ""
 	}
+	msg = redact(msg, cred)
+	if utf8.RuneCountInString(msg) > maxMessageLen {
+		r := []rune(msg)
+		msg = string(r[:maxMessageLen]) + "…"
+	}
+	return msg
+}
+
+// redact removes from msg the credential's token (every form and fragment
+// pool.RedactCredential knows), its email (in any letter case) and any
+// Basic or Bearer value, replaces control characters and invalid UTF-8,
+// and trims spaces. It does not bound the length: see sanitize.
+func redact(msg string, cred pool.Credential) string {
+	if msg == "" {
+		return ""
+	}
 	if !utf8.ValidString(msg) {
 		msg = strings.ToValidUTF8(msg, "\uFFFD")
 	}
 	msg = pool.RedactCredential(msg, cred)
 	if len(cred.Email) >= 3 {
-		msg = strings.ReplaceAll(msg, cred.Email, pool.Redacted)
+		msg = replaceFold(msg, cred.Email, pool.Redacted)
 	}
 	msg = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
@@ -286,12 +332,17 @@ func sanitize(msg string, cred pool.Credential) string {
 		}
 		return r
 	}, msg)
-	msg = basicAuthRE.ReplaceAllString(strings.TrimSpace(msg), "$1 [redacted]")
-	if utf8.RuneCountInString(msg) > maxMessageLen {
-		r := []rune(msg)
-		msg = string(r[:maxMessageLen]) + "…"
+	return basicAuthRE.ReplaceAllString(strings.TrimSpace(msg), "$1 [redacted]")
+}
+
+// replaceFold replaces every occurrence of old in s, matched without
+// regard to letter case, with repl.
+func replaceFold(s, old, repl string) string {
+	re, err := regexp.Compile("(?i)" + regexp.QuoteMeta(old))
+	if err != nil {
+		return strings.ReplaceAll(s, old, repl)
 	}
-	return msg
+	return re.ReplaceAllLiteralString(s, repl)
 }
 
 // basicAuthRE matches an Authorization header value in a message.

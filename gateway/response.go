@@ -23,6 +23,10 @@ type unifiedResponse struct {
 	ResponsePayload    *responsePayload    `json:"response_payload"`
 	PlatformAttributes *responseAttributes `json:"platform_attributes"`
 	Error              json.RawMessage     `json:"error"`
+
+	// noPayload marks a stream event that came without response_payload
+	// (parseEventInto gives it an empty one when it carries usage).
+	noPayload bool
 }
 
 type responsePayload struct {
@@ -254,45 +258,6 @@ func (o *optionalInt) UnmarshalJSON(b []byte) error {
 	return o.n.UnmarshalJSON(b)
 }
 
-// usage converts to OpenAI's usage, or nil when no count is present.
-func (u *unifiedUsage) usage() *Usage {
-	if u == nil {
-		return nil
-	}
-	pick := func(a, b *flexInt) (int64, bool) {
-		switch {
-		case a != nil:
-			return int64(*a), true
-		case b != nil:
-			return int64(*b), true
-		}
-		return 0, false
-	}
-	in, okIn := pick(u.InputTokens, u.PromptTokens)
-	out, okOut := pick(u.OutputTokens, u.CompletionTokens)
-	total, okTotal := pick(u.TotalTokens, nil)
-	if !okIn && !okOut && !okTotal {
-		return nil
-	}
-	if !okTotal {
-		total = in + out
-	}
-	return &Usage{PromptTokens: in, CompletionTokens: out, TotalTokens: total}
-}
-
-// usage returns the usage carried anywhere in the envelope, or nil.
-func (r *unifiedResponse) usage() *Usage {
-	if r.PlatformAttributes != nil && r.PlatformAttributes.Metrics != nil {
-		if u := r.PlatformAttributes.Metrics.Usage.usage(); u != nil {
-			return u
-		}
-	}
-	if r.ResponsePayload != nil {
-		return r.ResponsePayload.Usage.usage()
-	}
-	return nil
-}
-
 // body returns the choice's message, falling back to its delta.
 func (c *unifiedChoice) body() *unifiedMessage {
 	if c.Message != nil {
@@ -302,15 +267,17 @@ func (c *unifiedChoice) body() *unifiedMessage {
 }
 
 // unifiedContent is a message's content, decoded in the same pass as the
-// event: its text and whether there is any (see contentText). A content
-// the proxy cannot read never fails the event: it has no text.
+// event: its text and whether there is any (see contentText), and the type
+// of its first part that is not text (for the protocol log). A content the
+// proxy cannot read never fails the event: it has no text.
 type unifiedContent struct {
-	text string
-	ok   bool
+	text  string
+	ok    bool
+	other string
 }
 
 func (c *unifiedContent) UnmarshalJSON(b []byte) error {
-	c.text, c.ok = contentText(b)
+	c.text, c.ok, c.other = contentParts(b)
 	return nil
 }
 
@@ -321,8 +288,12 @@ type contentPart struct {
 }
 
 // partType records whether a part's type is "text" or absent (the parts
-// that carry text) without copying the type.
-type partType struct{ other bool }
+// that carry text) without copying the type; any other type is kept in
+// name (for the protocol log).
+type partType struct {
+	other bool
+	name  string
+}
 
 func (t *partType) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
@@ -337,6 +308,9 @@ func (t *partType) UnmarshalJSON(b []byte) error {
 		inner = []byte(s)
 	}
 	t.other = len(inner) != 0 && string(inner) != "text"
+	if t.other {
+		t.name = string(inner)
+	}
 	return nil
 }
 
@@ -370,51 +344,63 @@ var errNotString = errors.New("gateway: not a JSON string")
 // it): lists are read in one pass by textParts, and only the shapes it
 // leaves alone are decoded by encoding/json.
 func contentText(raw []byte) (text string, ok bool) {
+	text, ok, _ = contentParts(raw)
+	return text, ok
+}
+
+// contentParts is contentText that also returns the type of the first part
+// whose type is neither "text" nor absent ("" when there is none).
+func contentParts(raw []byte) (text string, ok bool, other string) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
-		return "", false
+		return "", false, ""
 	}
 	switch raw[0] {
 	case '"':
-		return unquote(raw)
+		text, ok = unquote(raw)
+		return text, ok, ""
 	case '[':
-		if text, ok, read := textParts(raw); read {
-			return text, ok
+		if text, ok, other, read := textParts(raw); read {
+			return text, ok, other
 		}
 		var parts []contentPart
 		if json.Unmarshal(raw, &parts) != nil {
-			return "", false
+			return "", false, ""
 		}
 		var b strings.Builder
 		for _, p := range parts {
+			if p.Type.other && other == "" {
+				other = p.Type.name
+			}
 			if p.Text.set && !p.Type.other {
 				b.WriteString(p.Text.s)
 				ok = true
 			}
 		}
-		return b.String(), ok
+		return b.String(), ok, other
 	}
-	return "", false
+	return "", false, ""
 }
 
 // textParts joins the text parts of raw, a valid JSON list of content
-// parts, in one pass and without decoding anything else. read is false
+// parts, in one pass and without decoding anything else; other is the
+// type of the first part that is not a text part. read is false
 // when raw holds something it leaves to encoding/json: a part that is not
 // an object, a key with escapes, non-ASCII bytes or other letter case
 // than "type" and "text" (encoding/json matches keys case-insensitively),
 // a type or text that is not a string or null.
-func textParts(raw []byte) (text string, ok, read bool) {
+func textParts(raw []byte) (text string, ok bool, other string, read bool) {
 	var (
 		first []byte   // the literal of the first text, quotes included
 		more  [][]byte // the literals of the others, if any
 	)
 	i := skipSpace(raw, 1) // raw[0] == '['
 	if i < len(raw) && raw[i] == ']' {
-		return "", false, true
+		return "", false, other, true
 	}
 	for i < len(raw) {
 		if raw[i] != '{' {
-			return "", false, false
+			return "", false, "", false
 		}
 		var (
 			typ    partType
@@ -424,24 +410,24 @@ func textParts(raw []byte) (text string, ok, read bool) {
 		i = skipSpace(raw, i+1)
 		for i < len(raw) && raw[i] != '}' {
 			if raw[i] != '"' {
-				return "", false, false
+				return "", false, "", false
 			}
 			end := skipString(raw, i)
 			key := raw[i+1 : end-1]
 			i = skipSpace(raw, end)
 			if i >= len(raw) || raw[i] != ':' {
-				return "", false, false
+				return "", false, "", false
 			}
 			i = skipSpace(raw, i+1)
 			vend := skipValue(raw, i)
 			if vend <= i {
-				return "", false, false
+				return "", false, "", false
 			}
 			val := raw[i:vend]
 			switch {
 			case string(key) == "type":
 				if typ.UnmarshalJSON(val) != nil {
-					return "", false, false
+					return "", false, "", false
 				}
 			case string(key) == "text":
 				switch {
@@ -450,10 +436,10 @@ func textParts(raw []byte) (text string, ok, read bool) {
 				case val[0] == '"':
 					lit, hasLit = val, true
 				default:
-					return "", false, false
+					return "", false, "", false
 				}
 			case !plainKey(key), bytes.EqualFold(key, []byte("type")), bytes.EqualFold(key, []byte("text")):
-				return "", false, false
+				return "", false, "", false
 			}
 			i = skipSpace(raw, vend)
 			if i < len(raw) && raw[i] == ',' {
@@ -461,7 +447,10 @@ func textParts(raw []byte) (text string, ok, read bool) {
 			}
 		}
 		if i >= len(raw) {
-			return "", false, false
+			return "", false, "", false
+		}
+		if typ.other && other == "" {
+			other = typ.name
 		}
 		if hasLit && !typ.other {
 			if first == nil {
@@ -478,28 +467,28 @@ func textParts(raw []byte) (text string, ok, read bool) {
 		if i < len(raw) && raw[i] == ']' {
 			break
 		}
-		return "", false, false
+		return "", false, "", false
 	}
 	if first == nil {
-		return "", false, true
+		return "", false, other, true
 	}
 	s, valid := unquote(first)
 	if !valid {
-		return "", false, false
+		return "", false, "", false
 	}
 	if len(more) == 0 {
-		return s, true, true
+		return s, true, other, true
 	}
 	var b strings.Builder
 	b.WriteString(s)
 	for _, lit := range more {
 		t, valid := unquote(lit)
 		if !valid {
-			return "", false, false
+			return "", false, "", false
 		}
 		b.WriteString(t)
 	}
-	return b.String(), true, true
+	return b.String(), true, other, true
 }
 
 // plainKey reports a key of printable ASCII without escapes: one that
@@ -593,19 +582,31 @@ func arguments(raw json.RawMessage) string {
 }
 
 // mapFinishReason maps an upstream finish reason to OpenAI's vocabulary.
-// Unknown reasons become "stop". Case is ignored (Gemini uses upper case).
-func mapFinishReason(r string) string {
+// Unknown reasons become "stop" (known is then false). Case is ignored
+// (Gemini uses upper case). The caller turns "stop" into "tool_calls" when
+// the choice calls tools (see finishWithTools).
+func mapFinishReason(r string) (reason string, known bool) {
 	switch strings.ToLower(r) {
 	case "end_turn", "stop", "stop_sequence":
-		return "stop"
-	case "max_tokens", "length":
-		return "length"
+		return "stop", true
+	case "max_tokens", "length", "model_context_window_exceeded":
+		return "length", true
 	case "tool_use", "tool_calls", "function_call":
-		return "tool_calls"
-	case "content_filter", "safety", "refusal":
-		return "content_filter"
+		return "tool_calls", true
+	case "content_filter", "safety", "refusal", "recitation", "blocklist", "prohibited_content", "spii":
+		return "content_filter", true
 	}
-	return "stop"
+	return "stop", false
+}
+
+// finishWithTools is the finish reason of a choice that calls tools: an
+// upstream "stop" (Gemini's STOP comes with its tool calls) becomes
+// "tool_calls", which agent loops check; others are kept.
+func finishWithTools(reason string, hasTools bool) string {
+	if hasTools && reason == "stop" {
+		return "tool_calls"
+	}
+	return reason
 }
 
 // newID returns prefix + a random string.
@@ -613,6 +614,16 @@ func newID(prefix string) string { return prefix + rand.Text() }
 
 // completionFromBody translates a non-streamed unified response.
 func completionFromBody(body []byte, model string, now time.Time) (*ChatCompletion, error) {
+	r, err := decodeResponse(body)
+	if err != nil {
+		return nil, err
+	}
+	return translateCompletion(r, model, now), nil
+}
+
+// decodeResponse decodes a non-streamed unified response, which must have
+// a response_payload.
+func decodeResponse(body []byte) (*unifiedResponse, error) {
 	var r unifiedResponse
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, err
@@ -620,7 +631,7 @@ func completionFromBody(body []byte, model string, now time.Time) (*ChatCompleti
 	if r.ResponsePayload == nil {
 		return nil, errors.New("gateway: response has no response_payload")
 	}
-	return translateCompletion(&r, model, now), nil
+	return &r, nil
 }
 
 // translateCompletion builds a chat.completion from a decoded response.
@@ -659,14 +670,11 @@ func translateCompletion(r *unifiedResponse, model string, now time.Time) *ChatC
 			}
 			ch.Message.ToolCalls = append(ch.Message.ToolCalls, toolCall(tc, nil))
 		}
-		switch {
-		case uc.FinishReason != nil && *uc.FinishReason != "":
-			ch.FinishReason = mapFinishReason(*uc.FinishReason)
-		case len(ch.Message.ToolCalls) > 0:
-			ch.FinishReason = "tool_calls"
-		default:
-			ch.FinishReason = "stop"
+		ch.FinishReason = "stop"
+		if uc.FinishReason != nil && *uc.FinishReason != "" {
+			ch.FinishReason, _ = mapFinishReason(*uc.FinishReason)
 		}
+		ch.FinishReason = finishWithTools(ch.FinishReason, len(ch.Message.ToolCalls) > 0)
 		c.Choices = append(c.Choices, ch)
 	}
 	if len(c.Choices) == 0 {

@@ -47,7 +47,15 @@ func TestFinishReason(t *testing.T) {
 		{"missing", `null`, ``, "stop"},
 		{"empty", `""`, ``, "stop"},
 		{"missing with tool calls", `null`, `,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]`, "tool_calls"},
-		{"end_turn with tool calls", `"end_turn"`, `,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]`, "stop"},
+		{"end_turn with tool calls", `"end_turn"`, `,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]`, "tool_calls"},
+		{"gemini STOP with tool calls", `"STOP"`, `,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]`, "tool_calls"},
+		{"unknown with tool calls", `"weird"`, `,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]`, "tool_calls"},
+		{"max_tokens with tool calls kept", `"max_tokens"`, `,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]`, "length"},
+		{"SAFETY with tool calls kept", `"SAFETY"`, `,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]`, "content_filter"},
+		{"STOP with a nameless call (dropped)", `"STOP"`, `,"tool_calls":[{"id":"c","type":"function","function":{"arguments":"{}"}}]`, "stop"},
+		{"gemini SAFETY", `"SAFETY"`, ``, "content_filter"},
+		{"gemini RECITATION", `"RECITATION"`, ``, "content_filter"},
+		{"context window exceeded", `"model_context_window_exceeded"`, ``, "length"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,12 +70,44 @@ func TestFinishReason(t *testing.T) {
 }
 
 func TestMapFinishReasonTable(t *testing.T) {
-	for in, want := range map[string]string{
-		"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls", "stop": "stop",
-		"length": "length", "tool_calls": "tool_calls", "": "stop", "weird": "stop", "SAFETY": "content_filter",
-	} {
-		if got := mapFinishReason(in); got != want {
-			t.Errorf("mapFinishReason(%q) = %q, want %q", in, got, want)
+	tests := []struct {
+		in, want string
+		known    bool
+	}{
+		{"end_turn", "stop", true}, {"stop", "stop", true}, {"STOP", "stop", true}, {"stop_sequence", "stop", true},
+		{"max_tokens", "length", true}, {"length", "length", true}, {"MAX_TOKENS", "length", true},
+		{"model_context_window_exceeded", "length", true},
+		{"tool_use", "tool_calls", true}, {"tool_calls", "tool_calls", true}, {"function_call", "tool_calls", true},
+		{"content_filter", "content_filter", true}, {"refusal", "content_filter", true},
+		{"SAFETY", "content_filter", true}, {"RECITATION", "content_filter", true}, {"BLOCKLIST", "content_filter", true},
+		{"PROHIBITED_CONTENT", "content_filter", true}, {"SPII", "content_filter", true},
+		{"", "stop", false}, {"weird", "stop", false}, {"FINISH_REASON_UNSPECIFIED", "stop", false}, {"pause_turn", "stop", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got, known := mapFinishReason(tt.in); got != tt.want || known != tt.known {
+				t.Errorf("mapFinishReason(%q) = %q, %v; want %q, %v", tt.in, got, known, tt.want, tt.known)
+			}
+		})
+	}
+}
+
+func TestFinishWithTools(t *testing.T) {
+	tests := []struct {
+		reason   string
+		hasTools bool
+		want     string
+	}{
+		{"stop", true, "tool_calls"},
+		{"stop", false, "stop"},
+		{"length", true, "length"},
+		{"content_filter", true, "content_filter"},
+		{"tool_calls", true, "tool_calls"},
+		{"tool_calls", false, "tool_calls"},
+	}
+	for _, tt := range tests {
+		if got := finishWithTools(tt.reason, tt.hasTools); got != tt.want {
+			t.Errorf("finishWithTools(%q, %v) = %q, want %q", tt.reason, tt.hasTools, got, tt.want)
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
@@ -18,73 +17,99 @@ import (
 // text pieces follow, the last chunk carries the finish reason; all share
 // one id, created and model.
 //
-// A stream ends cleanly with `data: [DONE]`, or at EOF after an event that
-// carried a finish_reason. EOF before any finish_reason, a cut connection
-// or a malformed event is a break: *Error{Kind: OutcomeStreamBroken}.
+// A stream ends cleanly with `data: [DONE]`, or at EOF (or a cut
+// connection) after an event that carried a finish_reason. EOF or a cut
+// before any finish_reason, or a malformed event, is a break:
+// *Error{Kind: OutcomeStreamBroken}.
 type Stream struct {
 	// ctx is the request's context, kept only to tell a client cancel or a
 	// deadline from an upstream break when a read fails.
 	ctx   context.Context
 	body  io.ReadCloser
 	dec   *sseDecoder
+	obs   *protocolLog // nil: no protocol log
 	id    string
 	model string
 
 	created int64
-	// pending holds the chunks of the last event; next is the first not
-	// yet returned. Its array is reused from event to event.
+	// pending holds the chunks not yet returned; next is the first of
+	// them. Its array is reused from event to event.
 	pending []ChatCompletionChunk
 	next    int
 	ev      unifiedResponse // decoding scratch of advance
-	usage   *Usage
-	finish  string // mapped finish reason of choice 0, "" until seen
-	tools   map[string]int
-	nTools  int
-	done    bool  // the terminal chunk has been queued
-	err     error // sticky failure
+	usage   usageCounts     // merged over the events
+	finish  string          // mapped finish reason of choice 0, "" until seen
+	calls   []streamCall    // the tool calls seen, by their OpenAI index
+	byIndex map[int64]int   // upstream tool-call index → OpenAI index
+	byID    map[string]int  // upstream tool-call id → OpenAI index
+	done    bool            // the terminal chunk has been queued
+	err     error           // sticky failure
 	closed  bool
+	// whole is a stream made of a complete answer (streamOf): its usage
+	// is final.
+	whole *Usage
 }
 
-// openStream reads the first event of resp and queues its chunks. It does
-// not close resp.Body on failure.
+// streamCall is what a stream remembers of a tool call.
+type streamCall struct {
+	id   string // upstream id, "" when it never sent one
+	name string // the name sent so far, "" until one came
+}
+
+// openStream reads resp until the stream can be committed: until an event
+// carries text, a tool call or a finish reason. Events before it (the role,
+// usage) are queued and delivered after it. A clean end there ([DONE]
+// after at least one event) is an empty answer. It does not close
+// resp.Body on failure.
 func (c *Client) openStream(ctx context.Context, resp *http.Response, model string) (*Stream, error) {
-	s := &Stream{ctx: ctx, body: resp.Body, dec: newSSEDecoder(resp.Body), model: model}
+	s := &Stream{ctx: ctx, body: resp.Body, dec: newSSEDecoder(resp.Body), obs: c.obs, model: model}
+	started := false
+	notYet := "before its first event"
 	for {
 		data, err := s.dec.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, &Error{Status: resp.StatusCode, Kind: pool.OutcomeStreamBroken, Message: "the upstream stream ended before its first event"}
+				return nil, &Error{Status: resp.StatusCode, Kind: pool.OutcomeStreamBroken, Message: "the upstream stream ended " + notYet}
 			}
-			return nil, streamError(ctx, err, "the upstream stream broke before its first event")
+			return nil, streamError(ctx, err, "the upstream stream broke "+notYet)
 		}
 		if isDone(data) {
-			return nil, &Error{Status: resp.StatusCode, Kind: pool.OutcomeStreamBroken, Message: "the upstream stream ended before its first event"}
+			if !started {
+				return nil, &Error{Status: resp.StatusCode, Kind: pool.OutcomeStreamBroken, Message: "the upstream stream ended " + notYet}
+			}
+			s.end()
+			return s, nil
 		}
-		ev, err := parseEvent(data)
+		ev, err := parseEventInto(data, &s.ev)
 		if err != nil {
 			return nil, err
 		}
 		if ev == nil { // an event without payload (keep-alive style): skip
+			s.obs.noPayload(ctx, data)
 			continue
 		}
-		s.id = ev.ResponsePayload.ID
-		if s.id == "" {
-			s.id = newID("chatcmpl-")
+		if !started {
+			s.id = ev.ResponsePayload.ID
+			if s.id == "" {
+				s.id = newID("chatcmpl-")
+			}
+			s.created = int64(ev.ResponsePayload.Created)
+			if s.created <= 0 {
+				s.created = c.now().Unix()
+			}
+			empty := ""
+			s.push(0, Delta{Role: "assistant", Content: &empty}, nil)
+			started, notYet = true, "before any content"
 		}
-		s.created = int64(ev.ResponsePayload.Created)
-		if s.created <= 0 {
-			s.created = c.now().Unix()
+		if s.handle(ev) {
+			return s, nil
 		}
-		empty := ""
-		s.push(0, Delta{Role: "assistant", Content: &empty}, nil)
-		s.handle(ev)
-		return s, nil
 	}
 }
 
 // streamOf serves an already complete response as a stream.
 func streamOf(cc *ChatCompletion) *Stream {
-	return &Stream{pending: Chunks(cc), usage: cc.Usage, done: true, id: cc.ID, created: cc.Created, model: cc.Model}
+	return &Stream{pending: Chunks(cc), whole: cc.Usage, done: true, id: cc.ID, created: cc.Created, model: cc.Model}
 }
 
 // isDone reports the `[DONE]` sentinel.
@@ -97,7 +122,8 @@ func parseEvent(data []byte) (*unifiedResponse, error) {
 }
 
 // parseEventInto is parseEvent decoding into ev, which it zeroes first and
-// returns (or nil); a stream reuses one.
+// returns (or nil); a stream reuses one. An event without payload that
+// carries usage gets an empty payload and noPayload set.
 func parseEventInto(data []byte, ev *unifiedResponse) (*unifiedResponse, error) {
 	*ev = unifiedResponse{}
 	if err := json.Unmarshal(data, ev); err != nil {
@@ -107,10 +133,11 @@ func parseEventInto(data []byte, ev *unifiedResponse) (*unifiedResponse, error) 
 		if len(ev.Error) > 0 && string(ev.Error) != "null" {
 			return nil, &Error{Status: http.StatusOK, Kind: pool.OutcomeStreamBroken, Message: "the upstream reported an error in the stream"}
 		}
-		if ev.usage() == nil {
+		if !ev.usageCounts().any() {
 			return nil, nil
 		}
 		ev.ResponsePayload = &responsePayload{}
+		ev.noPayload = true
 	}
 	return ev, nil
 }
@@ -157,7 +184,14 @@ func (s *Stream) advance() {
 		s.end()
 		return
 	case err != nil:
-		s.err = streamError(s.ctx, err, "the upstream stream broke")
+		// After the finish reason the answer is complete: a cut then (the
+		// upstream closing without [DONE]) ends it as EOF would. A cancel
+		// or deadline of the request is still reported as such.
+		if s.finish == "" || s.ctx.Err() != nil {
+			s.err = streamError(s.ctx, err, "the upstream stream broke")
+			return
+		}
+		s.end()
 		return
 	case isDone(data):
 		s.end()
@@ -168,28 +202,32 @@ func (s *Stream) advance() {
 		s.err = err
 		return
 	}
-	if ev != nil {
-		s.handle(ev)
+	if ev == nil {
+		s.obs.noPayload(s.ctx, data)
+		return
 	}
+	s.handle(ev)
 }
 
-// end queues the finish chunk.
+// end queues the finish chunk. A choice that called tools finishes with
+// "tool_calls" unless the upstream gave another reason than "stop".
 func (s *Stream) end() {
 	reason := s.finish
 	if reason == "" {
 		reason = "stop"
-		if s.nTools > 0 {
-			reason = "tool_calls"
-		}
 	}
+	reason = finishWithTools(reason, len(s.calls) > 0)
 	s.push(0, Delta{}, &reason)
 	s.done = true
 }
 
-// handle queues the chunks of one event and remembers its usage.
-func (s *Stream) handle(ev *unifiedResponse) {
-	if u := ev.usage(); u != nil {
-		s.usage = u
+// handle queues the chunks of one event, merges its usage and notes its
+// protocol variants. It reports whether the event carried text, a tool
+// call or a finish reason (what commits a stream).
+func (s *Stream) handle(ev *unifiedResponse) (substantive bool) {
+	s.obs.response(s.ctx, ev, modeStream)
+	if c := ev.usageCounts(); c.any() {
+		s.usage.merge(c)
 	}
 	for i, ch := range ev.ResponsePayload.Choices {
 		index := i
@@ -200,37 +238,68 @@ func (s *Stream) handle(ev *unifiedResponse) {
 			if m.Content.ok && m.Content.text != "" {
 				text := m.Content.text
 				s.push(index, Delta{Content: &text}, nil)
+				substantive = true
 			}
 			for _, tc := range m.ToolCalls {
 				s.push(index, Delta{ToolCalls: []ToolCall{s.toolDelta(tc)}}, nil)
+				substantive = true
 			}
 		}
-		if index == 0 && ch.FinishReason != nil && *ch.FinishReason != "" {
-			s.finish = mapFinishReason(*ch.FinishReason)
+		if ch.FinishReason != nil && *ch.FinishReason != "" {
+			substantive = true
+			if index == 0 {
+				s.finish, _ = mapFinishReason(*ch.FinishReason)
+			}
 		}
 	}
+	return substantive
 }
 
 // toolDelta converts a streamed tool call (a format nobody has seen: the
 // proxy avoids it by calling upstream without streaming when tools are
-// present). A call is identified by its id, else its index.
+// present). OpenAI's style sends a call's index, id and name once and then
+// only {"index":i,"function":{"arguments":"<piece>"}}: a call is therefore
+// found by its upstream index first, then by its id, and both are
+// remembered at first sight. An index whose call had another id starts a
+// new call. The id, type and name go out only with the call's first delta
+// (the name later only if none had come), so that clients that concatenate
+// deltas rebuild the call.
 func (s *Stream) toolDelta(tc unifiedToolCall) ToolCall {
-	if s.tools == nil {
-		s.tools = make(map[string]int)
-	}
-	key := tc.ID
-	if key == "" && tc.Index != nil {
-		key = "#" + strconv.FormatInt(int64(*tc.Index), 10)
-	}
-	idx, seen := s.tools[key]
-	if !seen || key == "" {
-		idx = s.nTools
-		s.nTools++
-		if key != "" {
-			s.tools[key] = idx
+	idx, seen := -1, false
+	if tc.Index != nil {
+		if i, ok := s.byIndex[int64(*tc.Index)]; ok && (tc.ID == "" || s.calls[i].id == "" || s.calls[i].id == tc.ID) {
+			idx, seen = i, true
 		}
 	}
-	out := ToolCall{Index: &idx, Function: FunctionCall{Name: tc.Function.Name}}
+	if !seen && tc.ID != "" {
+		idx, seen = s.byID[tc.ID]
+		if !seen {
+			idx = -1
+		}
+	}
+	if !seen {
+		idx = len(s.calls)
+		s.calls = append(s.calls, streamCall{})
+	}
+	call := &s.calls[idx]
+	if tc.Index != nil {
+		if s.byIndex == nil {
+			s.byIndex = make(map[int64]int)
+		}
+		s.byIndex[int64(*tc.Index)] = idx
+	}
+	if tc.ID != "" && call.id == "" {
+		call.id = tc.ID
+		if s.byID == nil {
+			s.byID = make(map[string]int)
+		}
+		s.byID[tc.ID] = idx
+	}
+	out := ToolCall{Index: &idx}
+	if tc.Function.Name != "" && call.name == "" {
+		out.Function.Name = tc.Function.Name
+		call.name = tc.Function.Name
+	}
 	if !seen {
 		out.ID, out.Type = tc.ID, tc.Type
 		if out.ID == "" {
@@ -243,9 +312,6 @@ func (s *Stream) toolDelta(tc unifiedToolCall) ToolCall {
 	raw := bytes.TrimSpace(tc.Function.Arguments)
 	switch {
 	case len(raw) == 0 || string(raw) == "null":
-		if !seen {
-			out.Function.Arguments = ""
-		}
 	case raw[0] == '"':
 		var str string
 		_ = json.Unmarshal(raw, &str)
@@ -266,13 +332,15 @@ func (s *Stream) push(index int, d Delta, finish *string) {
 	})
 }
 
-// Usage returns the last usage any event carried, or nil.
+// Usage returns the usage the events carried, merged count by count (the
+// latest non-zero value of each wins; a missing or stale total is input +
+// output), or nil when none carried any.
 func (s *Stream) Usage() *Usage {
-	if s.usage == nil {
-		return nil
+	if s.whole != nil {
+		u := *s.whole
+		return &u
 	}
-	u := *s.usage
-	return &u
+	return s.usage.mergedUsage()
 }
 
 // Close releases the upstream connection. It is safe to call more than once.

@@ -92,6 +92,9 @@ func TestStreamOK(t *testing.T) {
 		{"no usage", fake.Behavior{NoUsage: true}, fake.DefaultText, "stop", false},
 		{"no finish but [DONE]", fake.Behavior{OmitFinishReason: true}, fake.DefaultText, "stop", true},
 		{"null content", fake.Behavior{Content: fake.ContentNull}, "", "stop", true},
+		{"cut after the finish event", fake.Behavior{Fault: fake.CutAfterFinish}, fake.DefaultText, "stop", true},
+		{"cut after the finish event, no usage", fake.Behavior{Fault: fake.CutAfterFinish, NoUsage: true, Text: "a b"}, "a b", "stop", false},
+		{"gemini SAFETY", fake.Behavior{FinishReason: "SAFETY"}, fake.DefaultText, "content_filter", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,6 +135,10 @@ func TestStreamFaults(t *testing.T) {
 	extra := []faultCase{
 		{"cut before first event", fake.Behavior{Fault: fake.CutBeforeFirstEvent}, 200, pool.OutcomeStreamBroken, 0, "", "before its first event"},
 		{"malformed first event", fake.Behavior{Fault: fake.Malformed}, 200, pool.OutcomeStreamBroken, 0, "", "malformed"},
+		// The role-only first event does not commit the stream: a cut
+		// after it can still fail over.
+		{"cut after role event", fake.Behavior{Fault: fake.CutMidStream, CutAfter: 1}, 200, pool.OutcomeStreamBroken, 0, "", "before any content"},
+		{"cut after role event, content null", fake.Behavior{Fault: fake.CutMidStream, CutAfter: 1, Content: fake.ContentNull}, 200, pool.OutcomeStreamBroken, 0, "", "before any content"},
 	}
 	for _, tc := range append(faultCases(), extra...) {
 		t.Run(tc.name, func(t *testing.T) {
@@ -152,7 +159,6 @@ func TestStreamBreaksAfterFirstEvent(t *testing.T) {
 		name string
 		b    fake.Behavior
 	}{
-		{"cut after role event", fake.Behavior{Fault: fake.CutMidStream, CutAfter: 1}},
 		{"cut after two events", fake.Behavior{Fault: fake.CutMidStream}},
 		{"cut after last event", fake.Behavior{Fault: fake.CutMidStream, Text: "a b", CutAfter: 3, OmitFinishReason: true}},
 		{"EOF without finish or [DONE]", fake.Behavior{NoDone: true, OmitFinishReason: true}},
@@ -183,29 +189,50 @@ func TestStreamBreaksAfterFirstEvent(t *testing.T) {
 	}
 }
 
-func TestStreamCanceledMidway(t *testing.T) {
-	srv, c := startFake(t)
-	srv.SetBehavior(alice.ID, fake.Behavior{EventDelay: time.Hour, Text: "a b c"})
-	ctx, cancel := context.WithCancel(t.Context())
-	s, err := c.Stream(ctx, alice, mustModel(t, "claude-sonnet-4"), hello("m"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if c, err := s.Next(); err != nil || c.Choices[0].Delta.Role != "assistant" {
-		t.Fatalf("first chunk %v, %v", c, err)
-	}
-	time.AfterFunc(30*time.Millisecond, cancel)
-	var ge *Error
-	for {
-		_, err = s.Next()
-		if err != nil {
-			break
+func TestStreamCanceled(t *testing.T) {
+	t.Run("before the commit", func(t *testing.T) {
+		// The role event came, the text does not: Stream is still waiting.
+		srv, c := startFake(t)
+		srv.SetBehavior(alice.ID, fake.Behavior{EventDelay: time.Hour, Text: "a b c"})
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(30*time.Millisecond, cancel)
+		s, err := c.Stream(ctx, alice, mustModel(t, "claude-sonnet-4"), hello("m"))
+		if err == nil {
+			s.Close()
+			t.Fatal("Stream returned a stream before any content came")
 		}
-	}
-	if !errors.As(err, &ge) || ge.Kind != pool.OutcomeCanceled {
-		t.Errorf("got %v, want canceled", err)
-	}
+		if ge := asError(t, err); ge.Kind != pool.OutcomeCanceled {
+			t.Errorf("got %v, want canceled", err)
+		}
+	})
+	t.Run("after the commit", func(t *testing.T) {
+		c := scriptedServer(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = io.WriteString(w, roleEvent+textEvent("a"))
+			_ = http.NewResponseController(w).Flush()
+			<-r.Context().Done()
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		s, err := c.Stream(ctx, alice, mustModel(t, "claude-sonnet-4"), hello("m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for _, want := range []string{"role", "a"} {
+			ch, err := s.Next()
+			if err != nil {
+				t.Fatalf("chunk %s: %v", want, err)
+			}
+			if got := ch.Choices[0].Delta; (want == "role") != (got.Role == "assistant") || (want == "a" && *got.Content != "a") {
+				t.Errorf("chunk = %+v, want %s", got, want)
+			}
+		}
+		time.AfterFunc(30*time.Millisecond, cancel)
+		_, err = s.Next()
+		if ge := asError(t, err); ge.Kind != pool.OutcomeCanceled {
+			t.Errorf("got %v, want canceled", err)
+		}
+	})
 }
 
 func TestStreamClose(t *testing.T) {
@@ -267,6 +294,11 @@ func TestStreamVariants(t *testing.T) {
 		{"usage in a later event", sse, first + text("a") + ev(`{"response_payload":{"choices":[{"message":{"content":[]},"finish_reason":"end_turn"}]}}`) +
 			ev(`{"platform_attributes":{"metrics":{"usage":{"input_tokens":1,"output_tokens":2,"total_tokens":3}}}}`), "a", "stop", &Usage{1, 2, 3}, 0},
 		{"usage overwritten by the last", sse, first + ev(`{"response_payload":{"choices":[]},"platform_attributes":{"metrics":{"usage":{"input_tokens":1,"output_tokens":1}}}}`) + final, "", "stop", &Usage{7, 3, 10}, 0},
+		{"usage split: input early, output late", sse, first + ev(`{"response_payload":{"choices":[]},"platform_attributes":{"metrics":{"usage":{"input_tokens":9}}}}`) + text("a") +
+			ev(`{"response_payload":{"choices":[{"message":{"content":[]},"finish_reason":"end_turn"}]},"platform_attributes":{"metrics":{"usage":{"output_tokens":4}}}}`), "a", "stop", &Usage{9, 4, 13}, 0},
+		{"usage split: zero input later", sse, first + text("a") + ev(`{"platform_attributes":{"metrics":{"usage":{"input_tokens":9,"output_tokens":1,"total_tokens":10}}}}`) +
+			ev(`{"response_payload":{"choices":[{"message":{"content":[]},"finish_reason":"end_turn"}]},"platform_attributes":{"metrics":{"usage":{"input_tokens":0,"output_tokens":6}}}}`), "a", "stop", &Usage{9, 6, 15}, 0},
+		{"usage in response_payload", sse, first + text("a") + ev(`{"response_payload":{"choices":[{"message":{"content":[]},"finish_reason":"end_turn"}],"usage":{"prompt_tokens":2,"completion_tokens":3}}}`), "a", "stop", &Usage{2, 3, 5}, 0},
 		{"keep-alive event skipped", sse, ev(`{}`) + first + final, "", "stop", &Usage{7, 3, 10}, 0},
 		{"[DONE] without finish", sse, first + text("a") + "data: [DONE]\n\n", "a", "stop", nil, 0},
 		{"streamed tool call", sse, first + ev(`{"response_payload":{"choices":[{"message":{"tool_calls":[{"id":"t1","function":{"name":"f","arguments":{"a":1}}}]}}]}}`) + "data: [DONE]\n\n", "", "tool_calls", nil, 0},

@@ -131,7 +131,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	}
 	reg := observability.NewRegistry(ver)
 	a.metrics = reg
-	upstream, err := gateway.NewClient(gateway.Config{BaseURL: cfg.UpstreamURL, UserAgent: "atlassian-proxy/" + ver},
+	upstream, err := gateway.NewClient(gateway.Config{BaseURL: cfg.UpstreamURL, UserAgent: "atlassian-proxy/" + ver, Logger: logger},
 		&http.Client{Transport: gateway.NewTransport()})
 	if err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ const (
 	Drop                Fault = "drop"                   // connection closed without an answer
 	CutBeforeFirstEvent Fault = "cut_before_first_event" // 200 headers, then the connection is cut
 	CutMidStream        Fault = "cut_mid_stream"         // Behavior.CutAfter events, then the connection is cut
+	CutAfterFinish      Fault = "cut_after_finish"       // every event (the last with its finish_reason), then a cut instead of [DONE]; a non-streamed answer is whole
 	Malformed           Fault = "malformed"              // 200 with a body that does not parse
 )
 
@@ -41,7 +42,7 @@ const (
 func Faults() []Fault {
 	return []Fault{OK, RateLimitMinute, RateLimitDaily, Unauthorized, Forbidden, UserBlocked,
 		BadRequest, ContextOverflow, TooLarge, InternalError, BadGateway, Unavailable, Overloaded,
-		Status, Hang, Drop, CutBeforeFirstEvent, CutMidStream, Malformed}
+		Status, Hang, Drop, CutBeforeFirstEvent, CutMidStream, CutAfterFinish, Malformed}
 }
 
 // ParseFault accepts a Fault's name ("ok" for OK).
@@ -86,7 +87,8 @@ type Behavior struct {
 	Fault Fault
 
 	// RetryAfterSeconds is the 429 body's retryAfterSeconds (default 30 for
-	// a minute limit, 3600 for a daily one; -1 omits it).
+	// a minute limit, 3600 for a daily one; -1 omits it, also from
+	// credits/check).
 	RetryAfterSeconds int
 	// RetryAfterHeader, when set, is sent as the Retry-After header (429, 503).
 	RetryAfterHeader string
@@ -106,6 +108,12 @@ type Behavior struct {
 	Content Content
 	// ToolCalls are returned on the last event / in the message.
 	ToolCalls []ToolCall
+	// ToolCallDeltas streams the tool calls OpenAI's way instead, before
+	// the last event: per call one event with its index, id, type, name and
+	// empty arguments, then one event per piece of its arguments (at most
+	// ArgumentPiece bytes, default 8) carrying only the index and the piece.
+	ToolCallDeltas bool
+	ArgumentPiece  int
 	// FinishReason is the upstream's (default "end_turn", or "tool_use"
 	// with tool calls); OmitFinishReason leaves it out.
 	FinishReason     string

@@ -250,6 +250,93 @@ func TestStreamedAnswer(t *testing.T) {
 			t.Errorf("events %q error %v, want 2 events and an unexpected EOF", evs, err)
 		}
 	})
+	t.Run("cut after finish", func(t *testing.T) {
+		srv.Push(bob.ID, 1, fake.Behavior{Fault: fake.CutAfterFinish, Text: "a b"})
+		evs, err := events(t, post(t, srv, &bob, streamBody()).Body)
+		// role, "a ", "b", final; then the cut instead of [DONE]
+		if len(evs) != 4 || !strings.Contains(evs[3], `"finish_reason":"end_turn"`) || !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("events %q error %v, want 4 events, the last with its finish_reason, and an unexpected EOF", evs, err)
+		}
+	})
+	t.Run("cut after finish, not streamed", func(t *testing.T) {
+		srv.Push(bob.ID, 1, fake.Behavior{Fault: fake.CutAfterFinish})
+		resp := post(t, srv, &bob, okBody)
+		if body := readAll(t, resp); resp.StatusCode != 200 || !strings.Contains(body, `"finish_reason":"end_turn"`) {
+			t.Errorf("got %d %s, want a whole answer", resp.StatusCode, body)
+		}
+	})
+	t.Run("tool call deltas", func(t *testing.T) {
+		srv.Push(bob.ID, 1, fake.Behavior{Text: "a", ToolCallDeltas: true, ArgumentPiece: 5, ToolCalls: []fake.ToolCall{
+			{ID: "call_1", Name: "weather", Arguments: json.RawMessage(`{"city":"Paris"}`)},
+			{Name: "time", Arguments: json.RawMessage(`"{\"tz\":\"é\"}"`)},
+			{ID: "call_3", Name: "noargs"},
+		}})
+		evs, err := events(t, post(t, srv, &bob, streamBody()).Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type call struct {
+			Index    *int   `json:"index"`
+			ID       string `json:"id"`
+			Function struct {
+				Name      *string `json:"name"`
+				Arguments string  `json:"arguments"`
+			} `json:"function"`
+		}
+		var calls []call
+		last := ""
+		for _, e := range evs {
+			if e == "[DONE]" {
+				continue
+			}
+			var ev struct {
+				ResponsePayload struct {
+					Choices []struct {
+						Message struct {
+							ToolCalls []call `json:"tool_calls"`
+						} `json:"message"`
+						FinishReason *string `json:"finish_reason"`
+					} `json:"choices"`
+				} `json:"response_payload"`
+			}
+			if err := json.Unmarshal([]byte(e), &ev); err != nil {
+				t.Fatalf("event %s: %v", e, err)
+			}
+			ch := ev.ResponsePayload.Choices[0]
+			calls = append(calls, ch.Message.ToolCalls...)
+			if ch.FinishReason != nil {
+				last = *ch.FinishReason
+				if len(ch.Message.ToolCalls) != 0 {
+					t.Errorf("the final event repeats the tool calls: %s", e)
+				}
+			}
+		}
+		if last != "tool_use" {
+			t.Errorf("finish_reason = %q, want tool_use", last)
+		}
+		args := map[int]string{}
+		names := map[int]string{}
+		for _, c := range calls {
+			if c.Index == nil {
+				t.Fatalf("a delta without index: %+v", c)
+			}
+			if c.Function.Name != nil {
+				if _, dup := names[*c.Index]; dup || c.Function.Arguments != "" {
+					t.Errorf("call %d: name sent again or with arguments: %+v", *c.Index, c)
+				}
+				names[*c.Index] = *c.Function.Name
+			} else if c.ID != "" || len(c.Function.Arguments) > 6 {
+				t.Errorf("call %d: a follow-up delta carries an id or a piece over 5 bytes: %+v", *c.Index, c)
+			}
+			args[*c.Index] += c.Function.Arguments
+		}
+		want := map[int][2]string{0: {"weather", `{"city":"Paris"}`}, 1: {"time", `{"tz":"é"}`}, 2: {"noargs", ""}}
+		for i, w := range want {
+			if names[i] != w[0] || args[i] != w[1] {
+				t.Errorf("call %d = %q %q, want %q %q", i, names[i], args[i], w[0], w[1])
+			}
+		}
+	})
 	t.Run("cut before first event", func(t *testing.T) {
 		srv.Push(bob.ID, 1, fake.Behavior{Fault: fake.CutBeforeFirstEvent})
 		resp := post(t, srv, &bob, streamBody())
@@ -428,6 +515,13 @@ func TestCreditsAndSites(t *testing.T) {
 			}
 		})
 	}
+	t.Run("credits/rate_limit_daily without retryAfterSeconds", func(t *testing.T) {
+		srv.SetBehavior(bob.ID, fake.Behavior{Fault: fake.RateLimitDaily, RetryAfterSeconds: -1})
+		status, body := get(t, srv, "/rovodev/v3/credits/check", &bob)
+		if _, has := body["retryAfterSeconds"]; status != 200 || body["status"] != "RATE_LIMITED" || has {
+			t.Errorf("got %d %v, want 200 RATE_LIMITED without retryAfterSeconds", status, body)
+		}
+	})
 	srv.SetBehavior(bob.ID, fake.Behavior{})
 	if status, _ := get(t, srv, "/rovodev/v3/credits/check", nil); status != 401 {
 		t.Errorf("credits without auth: %d, want 401", status)

@@ -270,8 +270,11 @@ func (g *Gateway) credits(w http.ResponseWriter, r *http.Request, b Behavior, us
 		writeJSON(w, http.StatusForbidden, map[string]any{"status": "USER_BLOCKED", "message": "The user is blocked from using Rovo Dev", "balance": balance(used, false)})
 		return http.StatusForbidden
 	case RateLimitMinute, RateLimitDaily:
-		writeJSON(w, http.StatusOK, map[string]any{"status": "RATE_LIMITED", "balance": balance(used, b.Fault == RateLimitDaily),
-			"retryAfterSeconds": retryAfter(b)})
+		v := map[string]any{"status": "RATE_LIMITED", "balance": balance(used, b.Fault == RateLimitDaily)}
+		if ra := retryAfter(b); ra >= 0 {
+			v["retryAfterSeconds"] = ra
+		}
+		writeJSON(w, http.StatusOK, v)
 		return http.StatusOK
 	case Hang:
 		g.sleep(r, time.Hour)

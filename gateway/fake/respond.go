@@ -6,13 +6,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // respond answers an authenticated, valid chat request according to b and
 // returns the status sent (0 when the connection was cut before one).
 func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, a *account, b Behavior, model string, stream bool, inputLen int) int {
 	switch b.Fault {
-	case OK, CutMidStream:
+	case OK, CutMidStream, CutAfterFinish:
 	case Hang:
 		select {
 		case <-r.Context().Done():
@@ -67,7 +68,7 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, a *account, b 
 			finish = "tool_use"
 		}
 	}
-	ev := eventBuilder{b: b, id: id, created: created, model: model, usage: usage, finish: finish}
+	ev := eventBuilder{b: b, id: id, created: created, model: model, usage: usage, finish: finish, stream: stream}
 
 	if !stream {
 		w.Header().Set("Content-Type", "application/json")
@@ -97,6 +98,9 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, a *account, b 
 			events = append(events, ev.build(ev.content(p), false, false))
 		}
 	}
+	if b.ToolCallDeltas {
+		events = append(events, ev.toolCallDeltas()...)
+	}
 	events = append(events, ev.build(ev.content(""), true, true))
 	cutAfter := -1
 	if b.Fault == CutMidStream {
@@ -117,7 +121,7 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, a *account, b 
 		}
 		flush(w)
 	}
-	if cutAfter >= len(events) {
+	if cutAfter >= len(events) || b.Fault == CutAfterFinish {
 		panic(http.ErrAbortHandler)
 	}
 	if !b.NoDone {
@@ -202,6 +206,52 @@ type eventBuilder struct {
 	model   string
 	usage   map[string]any
 	finish  string
+	stream  bool // building stream events (ToolCallDeltas applies)
+}
+
+// toolCallDeltas renders the tool calls as OpenAI-style delta events.
+func (e eventBuilder) toolCallDeltas() [][]byte {
+	size := e.b.ArgumentPiece
+	if size <= 0 {
+		size = 8
+	}
+	var out [][]byte
+	event := func(call map[string]any) []byte {
+		msg := map[string]any{"role": "assistant", "content": e.content(""), "tool_calls": []any{call}}
+		payload := map[string]any{"id": e.id, "created": e.created, "choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": nil}}}
+		body, _ := json.Marshal(map[string]any{"response_payload": payload, "platform_attributes": map[string]any{"model": e.model}})
+		return body
+	}
+	for i, tc := range e.b.ToolCalls {
+		first := map[string]any{"index": i, "type": "function", "function": map[string]any{"name": tc.Name, "arguments": ""}}
+		if tc.ID != "" {
+			first["id"] = tc.ID
+		}
+		out = append(out, event(first))
+		args := argumentText(tc.Arguments)
+		for args != "" {
+			n := min(size, len(args))
+			for n < len(args) && !utf8.RuneStart(args[n]) {
+				n++
+			}
+			out = append(out, event(map[string]any{"index": i, "function": map[string]any{"arguments": args[:n]}}))
+			args = args[n:]
+		}
+	}
+	return out
+}
+
+// argumentText is a tool call's arguments as the text OpenAI streams: a
+// JSON string's content, an object's JSON, "" for null or none.
+func argumentText(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	return string(raw)
 }
 
 // content renders text in the behaviour's content form.
@@ -225,7 +275,7 @@ func (e eventBuilder) build(content any, last, withUsage bool) []byte {
 	msg := map[string]any{"role": "assistant", "content": content}
 	choice := map[string]any{"index": 0, "message": msg, "finish_reason": nil}
 	if last {
-		if len(e.b.ToolCalls) > 0 {
+		if len(e.b.ToolCalls) > 0 && !(e.b.ToolCallDeltas && e.stream) {
 			var calls []any
 			for _, tc := range e.b.ToolCalls {
 				fn := map[string]any{"name": tc.Name}

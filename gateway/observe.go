@@ -1,0 +1,230 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/atlassian-proxy/atlassian-proxy/pool"
+)
+
+// This file is the protocol log: the upstream's protocol is only partly
+// known (see the protocol page), so the client logs, at info level and once
+// per distinct variant, what it met that the page leaves open: unknown
+// finish reasons and content-part types, events without a payload, where
+// usage came, and the bodies of 401, 403 and 5xx answers (whose shape was
+// never captured). Secrets never reach it: error bodies are redacted with
+// the credential's token, email and any Authorization value removed, and
+// the other values logged are bounded protocol tokens.
+
+const (
+	// maxVariants bounds the distinct variants remembered (and so logged);
+	// after that nothing new is logged, which the log says once.
+	maxVariants = 64
+	// maxLoggedBody bounds the part of an error body that is logged.
+	maxLoggedBody = 1 << 10
+	// maxVariantValue bounds an upstream value (a finish reason, a part
+	// type, a key) in a variant and in the log.
+	maxVariantValue = 64
+	// maxVariantKeys bounds the keys listed for an event or error body.
+	maxVariantKeys = 12
+)
+
+// Modes of a response, as the protocol log names them.
+const (
+	modeStream = "stream" // an SSE stream
+	modeJSON   = "json"   // one JSON body
+)
+
+// protocolLog logs protocol variants once each. A nil *protocolLog logs
+// nothing. Safe for concurrent use.
+type protocolLog struct {
+	log *slog.Logger
+
+	mu   sync.Mutex
+	seen map[string]struct{}
+	full bool // maxVariants reached and said so
+}
+
+// newProtocolLog returns a log writing to l, or nil when l is nil.
+func newProtocolLog(l *slog.Logger) *protocolLog {
+	if l == nil {
+		return nil
+	}
+	return &protocolLog{log: l, seen: make(map[string]struct{})}
+}
+
+// enabled reports whether the log would write an info record.
+func (p *protocolLog) enabled(ctx context.Context) bool {
+	return p != nil && p.log.Enabled(ctx, slog.LevelInfo)
+}
+
+// first reports whether variant is new and remembers it. Once maxVariants
+// are remembered it reports false and, the first time, logs that.
+func (p *protocolLog) first(ctx context.Context, variant string) bool {
+	p.mu.Lock()
+	if _, ok := p.seen[variant]; ok {
+		p.mu.Unlock()
+		return false
+	}
+	if len(p.seen) >= maxVariants {
+		announce := !p.full
+		p.full = true
+		p.mu.Unlock()
+		if announce {
+			p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: protocol variants: limit reached, new variants are no longer logged",
+				slog.Int("limit", maxVariants))
+		}
+		return false
+	}
+	p.seen[variant] = struct{}{}
+	p.mu.Unlock()
+	return true
+}
+
+// response notes the variants of one decoded response or event: where its
+// usage is, unknown finish reasons and non-text content parts.
+func (p *protocolLog) response(ctx context.Context, r *unifiedResponse, mode string) {
+	if !p.enabled(ctx) {
+		return
+	}
+	hasFinish := false
+	if r.ResponsePayload != nil {
+		for _, ch := range r.ResponsePayload.Choices {
+			if ch.FinishReason != nil && *ch.FinishReason != "" {
+				hasFinish = true
+				if _, known := mapFinishReason(*ch.FinishReason); !known {
+					v := boundValue(*ch.FinishReason)
+					if p.first(ctx, "finish|"+v) {
+						p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: unknown finish_reason",
+							slog.String("finish_reason", v), slog.String("mapped_to", "stop"), slog.String("mode", mode))
+					}
+				}
+			}
+			if m := ch.body(); m != nil && m.Content.other != "" {
+				v := boundValue(m.Content.other)
+				if p.first(ctx, "part|"+v) {
+					p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: unknown content part type",
+						slog.String("type", v), slog.String("mode", mode))
+				}
+			}
+		}
+	}
+	if u, where := r.usageSource(); u != nil {
+		fields := u.fieldNames()
+		withPayload := !r.noPayload
+		variant := "usage|" + mode + "|" + where + "|" + fields + "|" + strconv.FormatBool(withPayload) + "|" + strconv.FormatBool(hasFinish)
+		if p.first(ctx, variant) {
+			p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: upstream usage found",
+				slog.String("mode", mode), slog.String("location", where), slog.String("fields", fields),
+				slog.Bool("event_has_payload", withPayload), slog.Bool("event_has_finish_reason", hasFinish))
+		}
+	}
+}
+
+// noPayload notes an event without response_payload: its top-level keys.
+func (p *protocolLog) noPayload(ctx context.Context, data []byte) {
+	if !p.enabled(ctx) {
+		return
+	}
+	keys := jsonKeys(data)
+	if p.first(ctx, "nopayload|"+keys) {
+		p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: upstream event without payload",
+			slog.String("keys", keys), slog.String("mode", modeStream))
+	}
+}
+
+// errorAnswer notes a 401, 403 or 5xx answer: its status and the first
+// maxLoggedBody bytes of its body, secrets removed. The variant is the
+// status and the body's shape (its JSON keys, or html, text, empty).
+func (p *protocolLog) errorAnswer(ctx context.Context, status int, contentType string, body []byte, cred pool.Credential) {
+	if status != 401 && status != 403 && status < 500 {
+		return
+	}
+	if !p.enabled(ctx) {
+		return
+	}
+	if !p.first(ctx, "error|"+strconv.Itoa(status)+"|"+bodyShape(body)) {
+		return
+	}
+	p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: upstream error answer",
+		slog.Int("status", status), slog.String("content_type", boundValue(contentType)),
+		slog.String("credential", cred.ID), slog.String("body", redactedPrefix(body, cred, maxLoggedBody)))
+}
+
+// redactedPrefix is the first limit bytes (cut at a rune boundary) of body
+// with the credential's secrets and any Authorization value removed and
+// control characters replaced. The whole body is redacted before it is
+// cut, so that no fragment of a secret survives at the cut.
+func redactedPrefix(body []byte, cred pool.Credential, limit int) string {
+	s := redact(string(body), cred)
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// bodyShape names the shape of an error body for its variant.
+func bodyShape(body []byte) string {
+	b := bytes.TrimSpace(body)
+	switch {
+	case len(b) == 0:
+		return "empty"
+	case b[0] == '{':
+		if keys := jsonKeys(b); keys != "" || json.Valid(b) {
+			return "json{" + keys + "}"
+		}
+		return "text"
+	case b[0] == '<':
+		return "html"
+	}
+	return "text"
+}
+
+// jsonKeys lists the sorted top-level keys of a JSON object (at most
+// maxVariantKeys, each bounded); "" for anything else.
+func jsonKeys(data []byte) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(data, &obj) != nil {
+		return ""
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, boundValue(k))
+	}
+	slices.Sort(keys)
+	if len(keys) > maxVariantKeys {
+		keys = append(keys[:maxVariantKeys], "…")
+	}
+	return strings.Join(keys, ",")
+}
+
+// boundValue makes an upstream value fit for a variant and a log line:
+// valid UTF-8, no control characters, at most maxVariantValue bytes.
+func boundValue(v string) string {
+	v = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(v, "?"))
+	if len(v) <= maxVariantValue {
+		return v
+	}
+	cut := maxVariantValue
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return v[:cut] + "…"
+}
