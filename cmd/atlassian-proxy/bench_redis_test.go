@@ -27,8 +27,9 @@ import (
 // the load other processes put on the machine falls on both alike. Each
 // runs twice: with an API token without a rate limit (token=unlimited) and
 // with one whose limit is so high that it never rejects
-// (token=rate-limited): with Redis, that limit is one round trip to Redis
-// per request, through the shared limiter.
+// (token=rate-limited): with Redis, that limit goes through the shared
+// limiter, which takes its tokens from Redis in batches of 64 (a hundredth
+// of a limit, at most 64), so one request in 64 waits on Redis.
 
 // benchRateLimit is the rate limit (requests per minute) of the
 // rate-limited token: counted on every request, never reached.

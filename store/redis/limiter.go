@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 // Redis's clock (TIME), not the replicas'.
 //
 // A bucket is the hash <prefix>rl:<name>:<key> (fields max, ivl, rem,
-// rst) and expires one interval after its window ends. Keys are stored as
+// rst) and expires one interval after its window ends. A high limit is
+// taken in batches kept in process (see Reservations below). Keys are stored as
 // given: hash them first if they are sensitive (see limiter.Store).
 //
 // Calls fail with the Redis error (wrapping store.ErrUnavailable when Redis
@@ -29,6 +31,39 @@ type LimiterStore struct {
 	tokens   uint64
 	interval int64 // milliseconds
 	stopped  atomic.Bool
+
+	// batch is how many tokens one Redis call takes (see reserve); 1: no
+	// reservations, every Take asks Redis.
+	batch int64
+	mu    sync.Mutex
+	held  map[string]*reservation // by key; batch > 1 only
+}
+
+// Reservations. With a high limit, one Redis call per request would cost
+// more than the request itself, so a Take that finds no token reserved in
+// this process takes a batch of up to tokens/reserveDivisor (at most
+// maxReserve) from Redis at once and keeps the rest for the next Takes of
+// the same key here, until the window ends. The tokens are taken from
+// Redis before they are used, so the replicas together never admit more
+// than the limit; a replica may hold a few unused at the end of a window
+// (at most batch-1, a hundredth of the limit), which the others then
+// cannot use. A limit under 2×reserveDivisor takes one token per call, as
+// before: a low limit is exact across replicas.
+const (
+	reserveDivisor = 100
+	maxReserve     = 64
+	// maxHeld bounds the keys with a reservation; past it they are
+	// dropped (their tokens unused: never more admitted).
+	maxHeld = 10000
+)
+
+// reservation is what one process holds of one key's window.
+type reservation struct {
+	mu   sync.Mutex
+	left uint64 // tokens taken from Redis, not used yet
+	max  uint64 // the window's limit
+	rem  uint64 // what Redis had left after the last batch
+	rst  int64  // the window's end, Unix ms (Redis's clock)
 }
 
 var _ limiter.Store = (*LimiterStore)(nil)
@@ -45,7 +80,12 @@ func (s *Store) Limiter(name string, tokens uint64, interval time.Duration) *Lim
 	if interval < time.Millisecond {
 		interval = time.Second
 	}
-	return &LimiterStore{s: s, prefix: s.k.rl + name + ":", tokens: tokens, interval: interval.Milliseconds()}
+	l := &LimiterStore{s: s, prefix: s.k.rl + name + ":", tokens: tokens, interval: interval.Milliseconds(),
+		batch: int64(min(max(tokens/reserveDivisor, 1), maxReserve))}
+	if l.batch > 1 {
+		l.held = make(map[string]*reservation)
+	}
+	return l
 }
 
 // The bucket scripts. KEYS bucket. ARGV default max, default interval
@@ -79,6 +119,15 @@ end
 return {max, rem, rst, ok}
 `)
 
+// limTakeN: ARGV[3] tokens wanted; takes what is left of them. Returns
+// max, remaining, window end (Unix ms), tokens taken.
+var limTakeN = goredis.NewScript(bucketLoad + `
+local got = math.min(rem, tonumber(ARGV[3]))
+rem = rem - got
+` + bucketSave + `
+return {max, rem, rst, got}
+`)
+
 // limGet returns max and remaining, or 0, 0 for a key never taken from.
 var limGet = goredis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -110,11 +159,63 @@ func (l *LimiterStore) Take(ctx context.Context, key string) (tokens, remaining,
 	if l.stopped.Load() {
 		return 0, 0, 0, false, limiter.ErrStopped
 	}
+	if l.batch > 1 {
+		return l.reserve(ctx, key)
+	}
 	v, err := l.run(ctx, "rate limit take", limTake, 4, key)
 	if err != nil {
 		return 0, 0, 0, false, err
 	}
 	return uint64(v[0]), uint64(v[1]), uint64(v[2]) * uint64(time.Millisecond), v[3] == 1, nil
+}
+
+// reserve is Take with reservations: a token this process holds for key,
+// else a batch from Redis. Takes of one key wait for each other's Redis
+// call rather than each making one. remaining counts the tokens held here
+// as left (they are, until used).
+func (l *LimiterStore) reserve(ctx context.Context, key string) (tokens, remaining, reset uint64, ok bool, err error) {
+	r := l.reservation(key)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.left > 0 && time.Now().UnixMilli() < r.rst {
+		r.left--
+		return r.max, r.rem + r.left, uint64(r.rst) * uint64(time.Millisecond), true, nil
+	}
+	r.left = 0
+	v, err := l.run(ctx, "rate limit take", limTakeN, 4, key, l.batch)
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	r.max, r.rem, r.rst = uint64(v[0]), uint64(v[1]), v[2]
+	if got := uint64(v[3]); got > 0 {
+		r.left = got - 1
+	}
+	return r.max, r.rem + r.left, uint64(r.rst) * uint64(time.Millisecond), v[3] > 0, nil
+}
+
+// reservation returns key's reservation, creating it.
+func (l *LimiterStore) reservation(key string) *reservation {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.held[key]
+	if r == nil {
+		if len(l.held) >= maxHeld {
+			clear(l.held)
+		}
+		r = &reservation{}
+		l.held[key] = r
+	}
+	return r
+}
+
+// forget drops what this process holds of key (after Set).
+func (l *LimiterStore) forget(key string) {
+	if l.batch <= 1 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.held, key)
 }
 
 // Get returns the limit and the tokens left of key without taking one
@@ -127,7 +228,26 @@ func (l *LimiterStore) Get(ctx context.Context, key string) (tokens, remaining u
 	if err != nil {
 		return 0, 0, err
 	}
-	return uint64(v[0]), uint64(v[1]), nil
+	return uint64(v[0]), uint64(v[1]) + l.heldFor(key), nil
+}
+
+// heldFor is how many tokens of key's current window this process holds.
+func (l *LimiterStore) heldFor(key string) uint64 {
+	if l.batch <= 1 {
+		return 0
+	}
+	l.mu.Lock()
+	r := l.held[key]
+	l.mu.Unlock()
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Now().UnixMilli() >= r.rst {
+		return 0
+	}
+	return r.left
 }
 
 // Set gives key its own limit and starts a new, full window. The setting
@@ -140,6 +260,7 @@ func (l *LimiterStore) Set(ctx context.Context, key string, tokens uint64, inter
 		interval = time.Second
 	}
 	_, err := l.run(ctx, "rate limit set", limSet, 2, key, tokens, interval.Milliseconds())
+	l.forget(key) // a new window: what was held belonged to the old one
 	return err
 }
 

@@ -255,3 +255,94 @@ func TestLimiterRedisError(t *testing.T) {
 		t.Errorf("Errors() = %d, want %d", n, len(calls))
 	}
 }
+
+// A high limit is taken from Redis in batches that each process keeps for
+// its next takes: one Redis call per batch, and still never more admitted
+// than the limit across replicas; what they hold unused at the end is at
+// most a batch each.
+func TestLimiterReservations(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const (
+		limit = 1000 // a batch of 10
+		batch = limit / reserveDivisor
+	)
+	var lims []*LimiterStore
+	for range 3 {
+		lims = append(lims, openStore(t, srv, Options{}).Limiter("rpm", limit, time.Minute))
+	}
+	first := mustTake(t, lims[0], "tok")
+	if !first.ok || first.tokens != limit || first.remaining != limit-1 {
+		t.Errorf("first take = %+v, want ok, %d left", first, limit-1)
+	}
+	// Redis gave a whole batch: another process sees it gone.
+	if tokens, remaining, err := lims[1].Get(t.Context(), "tok"); err != nil || tokens != limit || remaining != limit-batch {
+		t.Errorf("Get from another process = %d, %d, %v; want %d, %d", tokens, remaining, err, limit, limit-batch)
+	}
+	// The same process holds the rest of its batch.
+	if tokens, remaining, err := lims[0].Get(t.Context(), "tok"); err != nil || remaining != limit-1 {
+		t.Errorf("Get from the holder = %d, %d, %v; want %d left", tokens, remaining, err, limit-1)
+	}
+
+	var mu sync.Mutex
+	oks := 1
+	var wg sync.WaitGroup
+	for i := range 1200 {
+		wg.Go(func() {
+			tk := mustTake(t, lims[i%len(lims)], "tok")
+			if tk.ok {
+				mu.Lock()
+				oks++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if oks > limit || oks < limit-len(lims)*(batch-1) {
+		t.Errorf("admitted %d of 1201, want at most %d and at least %d", oks, limit, limit-len(lims)*(batch-1))
+	}
+	if tk := mustTake(t, lims[2], "tok"); tk.ok || tk.remaining != 0 {
+		t.Errorf("a take once the limit is spent = %+v, want refused", tk)
+	}
+}
+
+// Reserved tokens belong to their window: the next window starts from
+// Redis, full, and Set drops what a process held.
+func TestLimiterReservationWindow(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	l := openStore(t, srv, Options{}).Limiter("fast", 400, 300*time.Millisecond) // a batch of 4
+	tk := mustTake(t, l, "k")
+	if !tk.ok || tk.remaining != 399 {
+		t.Fatalf("first take = %+v, want ok, 399 left", tk)
+	}
+	time.Sleep(time.Until(time.Unix(0, int64(tk.reset))) + 50*time.Millisecond)
+	next := mustTake(t, l, "k")
+	if !next.ok || next.remaining != 399 || next.reset <= tk.reset {
+		t.Errorf("take in the next window = %+v, want ok with 399 left (a new batch) after %d", next, tk.reset)
+	}
+	// Set starts a new window of 8: a batch of 4 (the store's own size)
+	// comes from it, the 3 held before are gone.
+	if err := l.Set(t.Context(), "k", 8, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustTake(t, l, "k"); !got.ok || got.tokens != 8 || got.remaining != 7 {
+		t.Errorf("take after Set = %+v, want ok, 8 tokens, 7 left", got)
+	}
+	if tokens, remaining, err := openStore(t, srv, Options{}).Limiter("fast", 400, 300*time.Millisecond).Get(t.Context(), "k"); err != nil ||
+		tokens != 8 || remaining != 4 {
+		t.Errorf("Redis after the take = %d, %d, %v; want 8, 4", tokens, remaining, err)
+	}
+}
+
+// A low limit is exact: one token per Redis call, nothing held.
+func TestLimiterLowLimitTakesOne(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	s := openStore(t, srv, Options{})
+	l := s.Limiter("rpm", 2*reserveDivisor-1, time.Minute)
+	mustTake(t, l, "k")
+	if _, remaining, err := s.Limiter("rpm", 2*reserveDivisor-1, time.Minute).Get(t.Context(), "k"); err != nil || remaining != 2*reserveDivisor-2 {
+		t.Errorf("Redis after one take = %d, %v; want %d (one token taken)", remaining, err, 2*reserveDivisor-2)
+	}
+}

@@ -22,6 +22,7 @@ type call struct {
 func everyCall(s *Store) []call {
 	now := time.Now()
 	lim := s.Limiter("rpm", 10, time.Minute)
+	big := s.Limiter("big", 100000, time.Minute) // takes in batches (reserve)
 	return []call{
 		{"Ping", s.Ping},
 		{"Generation", func(ctx context.Context) error { _, err := s.Generation(ctx); return err }},
@@ -69,6 +70,8 @@ func everyCall(s *Store) []call {
 		{"Limiter.Get", func(ctx context.Context) error { _, _, err := lim.Get(ctx, "k"); return err }},
 		{"Limiter.Set", func(ctx context.Context) error { return lim.Set(ctx, "k", 5, time.Minute) }},
 		{"Limiter.Burst", func(ctx context.Context) error { return lim.Burst(ctx, "k", 5) }},
+		{"Limiter.Take (batches)", func(ctx context.Context) error { _, _, _, _, err := big.Take(ctx, "k"); return err }},
+		{"Limiter.Get (batches)", func(ctx context.Context) error { _, _, err := big.Get(ctx, "k"); return err }},
 	}
 }
 
