@@ -196,9 +196,14 @@ func poolUsage(u *gateway.Usage) pool.Usage {
 }
 
 // complete runs a non-streamed upstream call through the dispatcher.
-func (a *API) complete(ctx context.Context, m gateway.Model, req *gateway.ChatRequest) (*gateway.ChatCompletion, *pool.Lease, error) {
+// onAttempt, if set, is called as each attempt starts (a credential is
+// leased).
+func (a *API) complete(ctx context.Context, m gateway.Model, req *gateway.ChatRequest, onAttempt func()) (*gateway.ChatCompletion, *pool.Lease, error) {
 	var resp *gateway.ChatCompletion
 	lease, err := a.disp.Do(ctx, func(_ context.Context, cred pool.Credential) error {
+		if onAttempt != nil {
+			onAttempt()
+		}
 		// Not the attempt's context: its RETRY_DEADLINE bounds finding a
 		// credential and a stream's first event, but a non-streamed answer
 		// only arrives when the whole completion is generated, which may take
@@ -220,7 +225,7 @@ func (a *API) complete(ctx context.Context, m gateway.Model, req *gateway.ChatRe
 
 // completeChat answers a non-streamed request with a chat.completion.
 func (a *API) completeChat(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
-	resp, lease, err := a.complete(r.Context(), m, req)
+	resp, lease, err := a.complete(r.Context(), m, req, nil)
 	if err != nil {
 		a.renderUpstreamError(w, r, m.ID, err)
 		return
@@ -233,26 +238,42 @@ func (a *API) completeChat(w http.ResponseWriter, r *http.Request, m gateway.Mod
 // streamCompleted answers a streamed request with tools: one
 // non-streamed upstream call, replayed as an OpenAI stream. The upstream
 // answers such a call only once the whole answer is written, which can
-// take minutes: once STREAM_KEEPALIVE passes without it, the event stream
-// starts with keep-alive comments, so that proxies and clients that cut
-// silent connections keep this one; a failure after that ends the stream
-// with an SSE error event (no [DONE]) instead of an HTTP error status.
+// take minutes: once a credential is leased and STREAM_KEEPALIVE passes
+// without the answer, the event stream starts with keep-alive comments, so
+// that proxies and clients that cut silent connections keep this one; a
+// failure after that ends the stream with an SSE error event (no [DONE])
+// instead of an HTTP error status. Until then (in the queue, say) errors
+// are HTTP errors as for any request. When the shutdown grace is over
+// (AbortStreams), the call is abandoned with a server_shutting_down answer.
 func (a *API) streamCompleted(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
-	ka := a.keepAliveWhileSilent(w)
-	resp, lease, err := a.complete(r.Context(), m, req)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	ka := a.keepAliveWhileSilent(w, cancel)
+	defer ka.stop() // also when complete panics: the goroutine must not outlive the handler
+	resp, lease, err := a.complete(ctx, m, req, ka.begin)
 	sw := ka.stop()
 	if err != nil {
-		if sw == nil {
-			a.renderUpstreamError(w, r, m.ID, err)
-		} else {
-			// The stream started and ends without [DONE]: an abort.
-			if r.Context().Err() != nil {
-				a.metrics.abort(abortClientGone)
-			} else {
-				a.metrics.abort(abortUpstreamBroken)
-			}
-			a.answerUpstreamError(r.Context(), sseAnswer{sw}, m.ID, err)
+		var out errorAnswer = httpAnswer{w}
+		if sw != nil {
+			out = sseAnswer{ctx: r.Context(), sw: sw}
 		}
+		switch {
+		case ka.aborted.Load():
+			if sw != nil {
+				a.metrics.abort(abortShutdown)
+			}
+			out.fail(http.StatusServiceUnavailable, openaierr.TypeServer, "server_shutting_down",
+				"The server is shutting down and could not finish this answer. Please retry.", time.Second)
+			return
+		case sw == nil:
+		case r.Context().Err() != nil:
+			a.metrics.abort(abortClientGone)
+		case refusal(err):
+			a.metrics.abort(abortUpstreamRefused)
+		default:
+			a.metrics.abort(abortUpstreamBroken)
+		}
+		a.answerUpstreamError(r.Context(), out, m.ID, err)
 		return
 	}
 	a.finish(r.Context(), lease, m.ID, pool.OutcomeSuccess, poolUsage(resp.Usage))

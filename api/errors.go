@@ -88,14 +88,26 @@ func (h httpAnswer) fail(status int, typ, code, msg string, retryAfter time.Dura
 func (h httpAnswer) gone() { h.w.WriteHeader(statusClientClosed) }
 
 // sseAnswer ends an event stream with an error event and no [DONE], so
-// that no client takes the stream for a complete answer.
-type sseAnswer struct{ sw *sseWriter }
+// that no client takes the stream for a complete answer. The access log
+// records the status the answer would have had (the response's is 200).
+type sseAnswer struct {
+	ctx context.Context
+	sw  *sseWriter
+}
 
-func (s sseAnswer) fail(_ int, typ, code, msg string, _ time.Duration) {
+func (s sseAnswer) fail(status int, typ, code, msg string, _ time.Duration) {
+	observability.AddLogAttrs(s.ctx, slog.Int("error_event_status", status))
 	_ = s.sw.data(openaierr.New(typ, code, "", msg))
 }
 
 func (s sseAnswer) gone() {}
+
+// refusal reports whether err is the upstream refusing the request itself
+// (the client's error, or a 403 given twice), not failing.
+func refusal(err error) bool {
+	ge, ok := errors.AsType[*gateway.Error](err)
+	return ok && (ge.Kind == pool.OutcomeClientError || ge.Kind == pool.OutcomeForbidden)
+}
 
 // renderUpstreamError turns what Dispatcher.Do returned into a response.
 func (a *API) renderUpstreamError(w http.ResponseWriter, r *http.Request, model string, err error) {

@@ -16,10 +16,11 @@ import (
 // Reasons of atlassian_proxy_stream_aborts_total: every way a stream ends
 // without its [DONE].
 const (
-	abortUpstreamBroken = "upstream_broken" // the upstream failed after the commit (or after keep-alives began)
-	abortClientGone     = "client_gone"     // the client left or could not be written to
-	abortShutdown       = "shutdown"        // AbortStreams: the shutdown grace is over
-	abortPanic          = "panic"           // a bug of ours while relaying
+	abortUpstreamBroken  = "upstream_broken"  // the upstream failed after the commit (or after keep-alives began)
+	abortUpstreamRefused = "upstream_refused" // after keep-alives began, the upstream refused the request (4xx)
+	abortClientGone      = "client_gone"      // the client left or could not be written to
+	abortShutdown        = "shutdown"         // AbortStreams: the shutdown grace is over
+	abortPanic           = "panic"            // a bug of ours while relaying
 )
 
 // Limits of atlassian_proxy_rate_limit_rejections_total. The admin UI counts
@@ -67,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, catalog *gateway.Catalog) (*metrics, 
 			Help: "Requests refused by a rate limit, by limit (token: the per-token limit; login_ip, login_total: admin login throttling per client address and in all).",
 		}, []string{"limit"}),
 	}
-	for _, r := range []string{abortUpstreamBroken, abortClientGone, abortShutdown, abortPanic} {
+	for _, r := range []string{abortUpstreamBroken, abortUpstreamRefused, abortClientGone, abortShutdown, abortPanic} {
 		m.aborts.WithLabelValues(r)
 	}
 	m.rejections.WithLabelValues(limitToken)

@@ -105,7 +105,7 @@ func newMetricsEnv(t *testing.T, o envOptions) (*env, *prometheus.Registry) {
 
 func TestMetricsPreinitialised(t *testing.T) {
 	e, reg := newMetricsEnv(t, envOptions{})
-	for _, r := range []string{abortUpstreamBroken, abortClientGone, abortShutdown, abortPanic} {
+	for _, r := range []string{abortUpstreamBroken, abortUpstreamRefused, abortClientGone, abortShutdown, abortPanic} {
 		if _, ok := series(t, reg, abortsName)["reason="+r]; !ok {
 			t.Errorf("%s{reason=%q} does not exist at zero", abortsName, r)
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
@@ -90,26 +91,44 @@ func (s *sseWriter) send() error {
 }
 
 // silentWait sends keep-alive comments while the handler waits for an
-// upstream answer (keepAliveWhileSilent): its goroutine starts the event
-// stream after the first STREAM_KEEPALIVE of silence, and is the only one
-// to write to the response until stop returns.
+// upstream answer (keepAliveWhileSilent). Its goroutine starts the event
+// stream after STREAM_KEEPALIVE of silence counted from begin (the first
+// attempt), and is the only one to write to the response until stop
+// returns. It also watches AbortStreams: then it cancels the wait (cancel)
+// and sets aborted.
 type silentWait struct {
-	stopc chan struct{}
-	done  chan struct{}
-	sw    *sseWriter // set by the goroutine once the stream started
+	begun    chan struct{} // closed by begin
+	stopc    chan struct{}
+	done     chan struct{}
+	once     sync.Once // begin
+	stopOnce sync.Once
+	aborted  atomic.Bool
+	sw       *sseWriter // set by the goroutine once the stream started
 }
 
-func (a *API) keepAliveWhileSilent(w http.ResponseWriter) *silentWait {
-	k := &silentWait{stopc: make(chan struct{}), done: make(chan struct{})}
+func (a *API) keepAliveWhileSilent(w http.ResponseWriter, cancel context.CancelFunc) *silentWait {
+	k := &silentWait{begun: make(chan struct{}), stopc: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(k.done)
+		var tick <-chan time.Time
 		t := time.NewTimer(a.cfg.StreamKeepAlive)
+		t.Stop()
 		defer t.Stop()
+		begun := k.begun
 		for {
 			select {
 			case <-k.stopc:
 				return
-			case <-t.C:
+			case <-a.aborting:
+				k.aborted.Store(true)
+				cancel()
+				return
+			case <-begun:
+				begun = nil
+				t.Reset(a.cfg.StreamKeepAlive)
+				tick = t.C
+				continue
+			case <-tick:
 			}
 			if k.sw == nil {
 				k.sw = startSSE(w)
@@ -123,10 +142,16 @@ func (a *API) keepAliveWhileSilent(w http.ResponseWriter) *silentWait {
 	return k
 }
 
+// begin starts the count to the first keep-alive (a credential is leased:
+// the wait is the upstream's now, not the queue's). Later calls (retries)
+// change nothing.
+func (k *silentWait) begin() { k.once.Do(func() { close(k.begun) }) }
+
 // stop ends the keep-alives and returns the event stream they started, or
-// nil when none was needed. The response is the caller's again.
+// nil when none was needed. The response is the caller's again. Calls
+// after the first return the same.
 func (k *silentWait) stop() *sseWriter {
-	close(k.stopc)
+	k.stopOnce.Do(func() { close(k.stopc) })
 	<-k.done
 	return k.sw
 }
