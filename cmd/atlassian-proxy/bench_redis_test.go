@@ -29,7 +29,7 @@ import (
 // with one whose limit is so high that it never rejects
 // (token=rate-limited): with Redis, that limit goes through the shared
 // limiter, which takes its tokens from Redis in batches of 64 (a hundredth
-// of a limit, at most 64), so one request in 64 waits on Redis.
+// of a limit, at most 64), so one Redis call serves 64 requests.
 
 // benchRateLimit is the rate limit (requests per minute) of the
 // rate-limited token: counted on every request, never reached.

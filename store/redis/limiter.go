@@ -43,12 +43,16 @@ type LimiterStore struct {
 // more than the request itself, so a Take that finds no token reserved in
 // this process takes a batch of up to tokens/reserveDivisor (at most
 // maxReserve) from Redis at once and keeps the rest for the next Takes of
-// the same key here, until the window ends. The tokens are taken from
-// Redis before they are used, so the replicas together never admit more
-// than the limit; a replica may hold a few unused at the end of a window
-// (at most batch-1, a hundredth of the limit), which the others then
-// cannot use. A limit under 2×reserveDivisor takes one token per call, as
-// before: a low limit is exact across replicas.
+// the same key here, until the window ends (by Redis's clock: the script
+// says how long the window has left, counted here from before the call).
+// The tokens are taken from Redis before they are used and never used
+// after their window, so the replicas together never admit more than the
+// limit; a replica may hold a few unused at the end of a window (at most
+// batch-1, a hundredth of the limit), which the others then cannot use.
+// Concurrent takes of one key wait for the one Redis call of the batch. A
+// limit under 2×reserveDivisor takes one token per call, as before: a low
+// limit is exact across replicas. The batch is also bounded by the
+// window's own limit (Set may give a key a lower one).
 const (
 	reserveDivisor = 100
 	maxReserve     = 64
@@ -59,11 +63,12 @@ const (
 
 // reservation is what one process holds of one key's window.
 type reservation struct {
-	mu   sync.Mutex
-	left uint64 // tokens taken from Redis, not used yet
-	max  uint64 // the window's limit
-	rem  uint64 // what Redis had left after the last batch
-	rst  int64  // the window's end, Unix ms (Redis's clock)
+	mu    sync.Mutex
+	left  uint64    // tokens taken from Redis, not used yet
+	max   uint64    // the window's limit
+	rem   uint64    // what Redis had left after the last batch
+	rst   int64     // the window's end, Unix ms (Redis's clock: reported, never compared)
+	until time.Time // when this process stops using left: the window's end by Redis's clock, moved to ours
 }
 
 var _ limiter.Store = (*LimiterStore)(nil)
@@ -119,14 +124,21 @@ end
 return {max, rem, rst, ok}
 `)
 
-// limTakeN: ARGV[3] tokens wanted; takes what is left of them. Returns
-// max, remaining, window end (Unix ms), tokens taken.
+// limTakeN: ARGV[3] tokens wanted, at most a hundredth of the window's own
+// limit (at least 1); takes what is left of them. Returns max, remaining,
+// window end (Unix ms), tokens taken, and the milliseconds left in the
+// window by Redis's clock (so that the caller's clock never decides when
+// a window ends).
 var limTakeN = goredis.NewScript(bucketLoad + `
-local got = math.min(rem, tonumber(ARGV[3]))
+local want = math.max(1, math.min(tonumber(ARGV[3]), math.floor(max / ` + reserveDivisorLua + `)))
+local got = math.min(rem, want)
 rem = rem - got
 ` + bucketSave + `
-return {max, rem, rst, got}
+return {max, rem, rst, got, rst - now}
 `)
+
+// reserveDivisorLua is reserveDivisor in the scripts.
+const reserveDivisorLua = "100"
 
 // limGet returns max and remaining, or 0, 0 for a key never taken from.
 var limGet = goredis.NewScript(`
@@ -177,16 +189,21 @@ func (l *LimiterStore) reserve(ctx context.Context, key string) (tokens, remaini
 	r := l.reservation(key)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.left > 0 && time.Now().UnixMilli() < r.rst {
+	if r.left > 0 && time.Now().Before(r.until) {
 		r.left--
 		return r.max, r.rem + r.left, uint64(r.rst) * uint64(time.Millisecond), true, nil
 	}
 	r.left = 0
-	v, err := l.run(ctx, "rate limit take", limTakeN, 4, key, l.batch)
+	// The window's end on our clock: the time left by Redis's clock,
+	// counted from before the call (so never later than the true end,
+	// whatever the two clocks say).
+	sent := time.Now()
+	v, err := l.run(ctx, "rate limit take", limTakeN, 5, key, l.batch)
 	if err != nil {
 		return 0, 0, 0, false, err
 	}
 	r.max, r.rem, r.rst = uint64(v[0]), uint64(v[1]), v[2]
+	r.until = sent.Add(time.Duration(v[4]) * time.Millisecond)
 	if got := uint64(v[3]); got > 0 {
 		r.left = got - 1
 	}
@@ -244,7 +261,7 @@ func (l *LimiterStore) heldFor(key string) uint64 {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if time.Now().UnixMilli() >= r.rst {
+	if !time.Now().Before(r.until) {
 		return 0
 	}
 	return r.left
