@@ -97,8 +97,11 @@ type Recorder struct {
 	mu      sync.Mutex
 	pending map[key]*store.Usage
 	minutes [Window]Minute // ring, indexed by unix minute % Window
-	errs    [recentErrors]ErrorEvent
-	nerrs   int // total errors recorded (ring position)
+	// Recent errors: requests that failed, and failed attempts, in rings
+	// of their own, so that a storm of attempts failing over never pushes
+	// out what clients were told.
+	errs, attempts   [recentErrors]ErrorEvent
+	nerrs, nattempts int // totals recorded (ring positions)
 
 	// day is the UTC day starting at dayStart in DayLayout (see dayOf).
 	dayStart time.Time
@@ -163,10 +166,11 @@ func (r *Recorder) RecordAttemptFailure(credentialID, model, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.minute(now).AttemptFailures++
-	r.addError(ErrorEvent{At: now, CredentialID: credentialID, Model: model, Error: msg, Attempt: true})
+	r.attempts[r.nattempts%recentErrors] = ErrorEvent{At: now, CredentialID: credentialID, Model: model, Error: msg, Attempt: true}
+	r.nattempts++
 }
 
-// addError puts e in the ring of recent errors; r.mu is held.
+// addError puts e in the ring of recent request failures; r.mu is held.
 func (r *Recorder) addError(e ErrorEvent) {
 	r.errs[r.nerrs%recentErrors] = e
 	r.nerrs++
@@ -213,14 +217,25 @@ func (r *Recorder) Minutes(n int) []Minute {
 	return out
 }
 
-// RecentErrors returns up to n of the latest failures, newest first.
+// RecentErrors returns up to n of the latest failures, newest first: the
+// latest requests that failed and the latest failed attempts (each kind
+// keeps its own last 20), merged by time.
 func (r *Recorder) RecentErrors(n int) []ErrorEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n = min(max(n, 0), recentErrors, r.nerrs)
+	reqs, atts := min(r.nerrs, recentErrors), min(r.nattempts, recentErrors)
+	n = min(max(n, 0), reqs+atts)
 	out := make([]ErrorEvent, 0, n)
-	for i := range n {
-		out = append(out, r.errs[(r.nerrs-1-i)%recentErrors])
+	i, j := 0, 0 // taken from each ring, newest first
+	for len(out) < n {
+		// Ties go to the request's own error: it comes after its attempts.
+		if j >= atts || (i < reqs && !r.errs[(r.nerrs-1-i)%recentErrors].At.Before(r.attempts[(r.nattempts-1-j)%recentErrors].At)) {
+			out = append(out, r.errs[(r.nerrs-1-i)%recentErrors])
+			i++
+		} else {
+			out = append(out, r.attempts[(r.nattempts-1-j)%recentErrors])
+			j++
+		}
 	}
 	return out
 }

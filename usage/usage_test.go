@@ -162,6 +162,41 @@ func TestRecordAttemptFailure(t *testing.T) {
 	}
 }
 
+// Failed attempts and failed requests keep their own last 20: a storm of
+// attempts failing over does not push out what clients were told, and
+// the two are listed together, newest first.
+func TestRecentErrorsKeepBothKinds(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	r := usage.New(nil, usage.Config{Now: c.now})
+	r.Record(usage.Event{Model: "m", Failed: true, Error: "request 1"})
+	c.add(time.Second)
+	for i := range 30 {
+		r.RecordAttemptFailure("c1", "m", "attempt "+string(rune('a'+i)))
+		c.add(time.Millisecond)
+	}
+	r.Record(usage.Event{Model: "m", Failed: true, Error: "request 2"})
+	errs := r.RecentErrors(100)
+	if len(errs) != 22 {
+		t.Fatalf("%d recent errors, want 22 (2 requests, the last 20 attempts)", len(errs))
+	}
+	if errs[0].Error != "request 2" || errs[0].Attempt || errs[21].Error != "request 1" || errs[21].Attempt {
+		t.Errorf("first, last = %+v, %+v; want request 2 first and request 1 last", errs[0], errs[21])
+	}
+	for i, e := range errs[1:21] {
+		if want := "attempt " + string(rune('a'+29-i)); !e.Attempt || e.Error != want {
+			t.Errorf("entry %d = %+v, want %q", i+1, e, want)
+		}
+	}
+	for i := 1; i < len(errs); i++ {
+		if errs[i].At.After(errs[i-1].At) {
+			t.Errorf("entry %d (%v) is newer than entry %d (%v)", i, errs[i].At, i-1, errs[i-1].At)
+		}
+	}
+	if got := r.RecentErrors(3); len(got) != 3 || got[0].Error != "request 2" || got[2].Error != "attempt ¼"[:0]+"attempt "+string(rune('a'+28)) {
+		t.Errorf("RecentErrors(3) = %+v", got)
+	}
+}
+
 // Record is on every request's path: counting a request whose row is
 // already pending allocates nothing (the day is formatted once a day).
 func TestRecordAllocations(t *testing.T) {
