@@ -100,8 +100,10 @@ type Recorder struct {
 	// Recent errors: requests that failed, and failed attempts, in rings
 	// of their own, so that a storm of attempts failing over never pushes
 	// out what clients were told.
-	errs, attempts   [recentErrors]ErrorEvent
-	nerrs, nattempts int // totals recorded (ring positions)
+	errs, attempts     [recentErrors]ErrorEvent
+	errSeq, attemptSeq [recentErrors]uint64 // the order of recording, to merge the two
+	nerrs, nattempts   int                  // totals recorded (ring positions)
+	seq                uint64
 
 	// day is the UTC day starting at dayStart in DayLayout (see dayOf).
 	dayStart time.Time
@@ -166,13 +168,17 @@ func (r *Recorder) RecordAttemptFailure(credentialID, model, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.minute(now).AttemptFailures++
+	r.seq++
 	r.attempts[r.nattempts%recentErrors] = ErrorEvent{At: now, CredentialID: credentialID, Model: model, Error: msg, Attempt: true}
+	r.attemptSeq[r.nattempts%recentErrors] = r.seq
 	r.nattempts++
 }
 
 // addError puts e in the ring of recent request failures; r.mu is held.
 func (r *Recorder) addError(e ErrorEvent) {
+	r.seq++
 	r.errs[r.nerrs%recentErrors] = e
+	r.errSeq[r.nerrs%recentErrors] = r.seq
 	r.nerrs++
 }
 
@@ -219,7 +225,7 @@ func (r *Recorder) Minutes(n int) []Minute {
 
 // RecentErrors returns up to n of the latest failures, newest first: the
 // latest requests that failed and the latest failed attempts (each kind
-// keeps its own last 20), merged by time.
+// keeps its own last 20), in the order they were recorded.
 func (r *Recorder) RecentErrors(n int) []ErrorEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -228,8 +234,7 @@ func (r *Recorder) RecentErrors(n int) []ErrorEvent {
 	out := make([]ErrorEvent, 0, n)
 	i, j := 0, 0 // taken from each ring, newest first
 	for len(out) < n {
-		// Ties go to the request's own error: it comes after its attempts.
-		if j >= atts || (i < reqs && !r.errs[(r.nerrs-1-i)%recentErrors].At.Before(r.attempts[(r.nattempts-1-j)%recentErrors].At)) {
+		if j >= atts || (i < reqs && r.errSeq[(r.nerrs-1-i)%recentErrors] > r.attemptSeq[(r.nattempts-1-j)%recentErrors]) {
 			out = append(out, r.errs[(r.nerrs-1-i)%recentErrors])
 			i++
 		} else {
