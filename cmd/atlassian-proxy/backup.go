@@ -264,9 +264,10 @@ type importResult struct {
 // key is already in the target are skipped so they are not counted twice.
 func applyDump(ctx context.Context, st store.Store, d *dump, password bool) (importResult, error) {
 	var r importResult
-	// Tokens and the password first, credentials last: a replica holding
-	// its state after the store lost its data takes the store back as soon
-	// as it holds a credential, and by then the tokens must be there.
+	// Tokens and the password first, credentials last: a replica reloading
+	// while the import runs never sees credentials without their tokens.
+	// (A replica holding its state after a data loss waits for the loss
+	// record to be cleared, which import does only once all is written.)
 	for _, t := range d.Tokens {
 		switch err := st.CreateToken(ctx, t); {
 		case err == nil:

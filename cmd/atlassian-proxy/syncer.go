@@ -29,7 +29,9 @@ const noticeGap = 200 * time.Millisecond
 // admin API, which must be in effect when the API answers) or when a
 // shared store sends a notice. Every round also reads the credential
 // states, so cooldowns, invalid states and recoveries decided by another
-// replica reach this one.
+// replica reach this one. While a Redis store records a data loss, a
+// replica that held a configuration when it noticed the loss reads neither
+// (see holding).
 type syncer struct {
 	st     store.Store
 	cipher *auth.Cipher
@@ -44,12 +46,17 @@ type syncer struct {
 	// onLost hears the store entering (true) and leaving (false) the lost state.
 	onLost func(bool)
 
-	mu      sync.Mutex // serialises rounds; guards the fields below
-	gen     int64
-	specs   []pool.Spec            // of the last reload, for state-only rounds
-	lost    *redisstore.LossRecord // the store lost its data (reported while set)
-	holding bool                   // lost, and the store holds no credential: keep what is in memory
-	loaded  bool                   // a reload succeeded once
+	mu     sync.Mutex // serialises rounds; guards the fields below
+	gen    int64
+	specs  []pool.Spec            // of the last reload, for state-only rounds
+	lost   *redisstore.LossRecord // the store lost its data (reported while set)
+	loaded bool                   // a reload succeeded once
+	// holding: the loss was noticed while this replica held a configuration
+	// (credentials or tokens) loaded before it; that configuration is kept,
+	// whatever the store holds meanwhile, until the loss record is cleared.
+	holding bool
+	holdGen int64 // the store's generation at the first round of the hold
+	holdLog bool  // the store's change during the hold was logged
 }
 
 func newSyncer(st store.Store, c *auth.Cipher, t *auth.Tokens, p *pool.Pool, logger *slog.Logger) *syncer {
@@ -146,24 +153,25 @@ func (s *syncer) round(ctx context.Context) error {
 		}
 		s.setLost(rec)
 	}
-	if s.lost != nil && s.loaded {
-		// Hold what we have while the store is empty (until someone
-		// re-seeds it, with import or by hand): an empty store must not
-		// empty the pool and the token cache. A replica that started after
-		// the loss holds nothing and loads what there is.
-		creds, err := s.st.ListCredentials(ctx)
-		if err != nil {
-			return fmt.Errorf("list credentials: %w", err)
-		}
-		if len(creds) == 0 {
-			s.holding = true
-			return nil
-		}
-	}
 	if s.holding {
-		s.holding = false
-		s.gen = -1
-		s.logger.Warn("the store holds credentials again (re-seeded): reloading from it")
+		// Hold what we have until the loss record is cleared (an import, or
+		// `import --clear-loss` after re-seeding by hand), whatever the
+		// store holds meanwhile: an empty store must not empty the pool and
+		// the token cache, and a store half re-seeded by hand (a credential
+		// and no token yet) must not replace them either. Nor are the
+		// stored credential states applied: they are those of a store that
+		// is not the reference. A replica that started after the loss holds
+		// nothing and follows the store.
+		switch {
+		case s.holdGen == -1:
+			s.holdGen = gen
+		case gen != s.holdGen && !s.holdLog:
+			s.holdLog = true
+			s.logger.Warn("the store was written to during its data loss (re-seeded by hand?); this replica keeps " +
+				"serving what it holds in memory until the loss record is cleared: run `atlassian-proxy import " +
+				"--clear-loss` once the store is complete (an import clears it by itself)")
+		}
+		return nil
 	}
 	if gen == s.gen {
 		return s.syncStates(ctx)
@@ -185,16 +193,19 @@ func (s *syncer) setLost(rec *redisstore.LossRecord) {
 		return
 	}
 	if rec != nil {
-		held := "this replica holds no credentials (it started after the loss)"
-		if n := len(s.specs); n > 0 {
-			held = fmt.Sprintf("serving on with the %d credentials and the tokens held in memory while the store is empty", n)
+		held := "this replica holds no credentials or tokens (it started after the loss, or had none): it follows the store"
+		if s.loaded && (len(s.specs) > 0 || s.tokens.Len() > 0) {
+			s.holding, s.holdGen, s.holdLog = true, -1, false
+			held = fmt.Sprintf("serving on with the %d credentials and the %d tokens held in memory, whatever the "+
+				"store holds, until the loss record is cleared", len(s.specs), s.tokens.Len())
 		}
 		s.logger.Error("THE STORE LOST ITS DATA (Redis restarted empty?): "+held+". Re-seed it with "+
-			"`atlassian-proxy import <backup>` (see docs/operations.md, \"When Redis comes back empty\"); restarting "+
-			"replicas does not help. Every replica reports this until the import.",
+			"`atlassian-proxy import <backup>`, or by hand then `atlassian-proxy import --clear-loss` (see "+
+			"docs/operations.md, \"When Redis comes back empty\"); restarting replicas does not help. Every replica "+
+			"reports this until the record is cleared.",
 			"loss", rec.String())
 	} else {
-		if s.holding { // cleared though the store is still empty: take it as it is
+		if s.holding { // the store is the reference again: reload from it in this round
 			s.holding, s.gen = false, -1
 		}
 		s.logger.Warn("the store's data-loss record was cleared (import or operator): the store is the reference again")

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/base64"
+	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +17,6 @@ import (
 	"github.com/atlassian-proxy/atlassian-proxy/internal/logtest"
 	"github.com/atlassian-proxy/atlassian-proxy/internal/redistest"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
-	"github.com/atlassian-proxy/atlassian-proxy/store"
 	redisstore "github.com/atlassian-proxy/atlassian-proxy/store/redis"
 )
 
@@ -46,14 +48,20 @@ func newSyncedReplica(t *testing.T, url string, cipher *auth.Cipher) *syncedRepl
 	return r
 }
 
-// ids lists the credentials in the replica's pool.
-func (r *syncedReplica) ids() []string {
+// emails lists the emails of the credentials in the replica's pool.
+func (r *syncedReplica) emails() []string {
 	out := []string{}
 	for _, c := range r.pool.Status().Credentials {
-		out = append(out, c.ID)
+		out = append(out, c.Email)
 	}
 	slices.Sort(out)
 	return out
+}
+
+// knows tells whether the replica's token cache verifies the API token.
+func (r *syncedReplica) knows(token string) bool {
+	_, err := r.s.tokens.Verify(token)
+	return err == nil
 }
 
 // round runs one syncer round and fails the test on an error.
@@ -66,40 +74,50 @@ func (r *syncedReplica) round(t *testing.T, what string) {
 
 // The syncer and a Redis that loses its data: a brand-new deployment is
 // not a loss; a replica that saw the data notices the loss, records it,
-// reports it and holds its credentials while the store is empty; a replica
-// started after the loss reports it from its first round; re-seeding by
-// hand makes the store the reference again but the loss stays reported
-// until the record is cleared; clearing it while the store is still empty
-// makes the replicas take the empty store. Errors of the marker and of the
-// credentials read fail the round and keep the state.
+// reports it and holds its credentials and tokens until the record is
+// cleared, whatever the store holds meanwhile (a `credential add` by hand
+// must not drop the tokens it holds); a replica started after the loss
+// reports it from its first round and follows the store; the round after
+// `import --clear-loss`, or after an import, reloads from the store (a
+// failed reload keeps the state and is retried); clearing the record while
+// the store is still empty makes the replicas take the empty store. An
+// unreadable marker fails the round and keeps the state. The CLI is the
+// real binary.
 func TestSyncerStoreLost(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := t.Context()
 	raw := goredis.NewClient(&goredis.Options{Addr: srv.Addr(),
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
 	t.Cleanup(func() { raw.Close() })
-	// The first replica connects as a user whose key permissions the test
-	// narrows below, to make one read fail.
-	const userPW = "syncer-user-pw"
-	if err := raw.Do(ctx, "ACL", "SETUSER", "syncer", "on", ">"+userPW, "~*", "&*", "+@all").Err(); err != nil {
-		t.Fatal(err)
-	}
-	cipher, err := auth.NewCipher(make([]byte, auth.KeySize))
+	key := randomKey(t)
+	rawKey, err := base64.StdEncoding.DecodeString(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := r0(t, srv)
-	seed := func(id string) {
+	cipher, err := auth.NewCipher(rawKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"REDIS_URL": srv.URL(), "SECRET_KEY": key}
+	run := func(stdin string, args ...string) string {
 		t.Helper()
-		sealed, err := cipher.Seal(id, []byte("atl-"+id+"-secret"))
-		if err != nil {
-			t.Fatal(err)
+		out, errOut, code := cli(t, env, stdin, args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", strings.Join(args[:min(2, len(args))], " "), code, errOut)
 		}
-		now := time.Now().UTC()
-		if err := other.CreateCredential(ctx, store.Credential{ID: id, Email: id + "@example.com", Token: sealed,
-			Enabled: true, CreatedAt: now, UpdatedAt: now}); err != nil {
-			t.Fatal(err)
+		return errOut + strings.TrimSpace(out)
+	}
+	addCredential := func(name string) {
+		t.Helper()
+		run("atl-"+name+"-secret\n", "credential", "add", "--email", name+"@example.com", "--token", "-")
+	}
+	createToken := func(name string) string {
+		t.Helper()
+		out, errOut, code := cli(t, env, "", "token", "create", "--name", name)
+		if code != 0 {
+			t.Fatalf("token create: exit %d: %s", code, errOut)
 		}
+		return strings.TrimSpace(out)
 	}
 	lossLogs := func(r *syncedReplica) []map[string]any {
 		var out []map[string]any
@@ -110,20 +128,43 @@ func TestSyncerStoreLost(t *testing.T) {
 		}
 		return out
 	}
+	const clearedLog = "the store's data-loss record was cleared (import or operator): the store is the reference again"
+	// state checks a replica's pool, the tokens it must and must not know,
+	// and what it reported.
+	state := func(r *syncedReplica, what string, emails []string, known, unknown []string, reports ...bool) {
+		t.Helper()
+		if got := r.emails(); !slices.Equal(got, emails) {
+			t.Errorf("%s: pool %v, want %v", what, got, emails)
+		}
+		for i, tok := range known {
+			if !r.knows(tok) {
+				t.Errorf("%s: known token %d refused", what, i)
+			}
+		}
+		for i, tok := range unknown {
+			if r.knows(tok) {
+				t.Errorf("%s: token %d still verifies, want it gone", what, i)
+			}
+		}
+		if !slices.Equal(r.reports, reports) {
+			t.Errorf("%s: reports %v, want %v", what, r.reports, reports)
+		}
+	}
 
 	// A brand-new deployment: an empty Redis, no marker, no record.
-	r1 := newSyncedReplica(t, "redis://syncer:"+userPW+"@"+srv.Addr()+"/0", cipher)
+	r1 := newSyncedReplica(t, srv.URL(), cipher)
 	if err := r1.s.once(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if len(r1.reports) != 0 || len(lossLogs(r1)) != 0 {
 		t.Fatalf("first start on an empty Redis: reports %v, log %v; want no loss", r1.reports, lossLogs(r1))
 	}
-	seed("a")
+	addCredential("a")
+	t1 := createToken("t1")
 	r1.round(t, "after the seed")
-	if got := r1.ids(); !slices.Equal(got, []string{"a"}) {
-		t.Fatalf("pool after the seed: %v", got)
-	}
+	state(r1, "after the seed", []string{"a@example.com"}, []string{t1}, nil)
+	backup := filepath.Join(t.TempDir(), "backup.json")
+	run("", "export", backup)
 
 	// An unreadable marker fails the round; the pool is kept.
 	if err := raw.Set(ctx, redisstore.DefaultPrefix+"lost", "not a record", 0).Err(); err != nil {
@@ -136,101 +177,117 @@ func TestSyncerStoreLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	r1.round(t, "the record readable again")
-	if got := r1.ids(); !slices.Equal(got, []string{"a"}) || len(r1.reports) != 0 {
-		t.Fatalf("after an unreadable marker: pool %v, reports %v", got, r1.reports)
-	}
+	state(r1, "after an unreadable marker", []string{"a@example.com"}, []string{t1}, nil)
 
-	// Redis restarts empty (the ACL user with it: set it again).
+	// Redis restarts empty: replica 1 holds its credential and token.
 	srv.Restart(t)
-	if err := raw.Do(ctx, "ACL", "SETUSER", "syncer", "on", ">"+userPW, "~*", "&*", "+@all").Err(); err != nil {
-		t.Fatal(err)
-	}
 	eventually(t, 5*time.Second, "replica 1 reconnects", func() bool { return r1.s.round(ctx) == nil })
 	for i := range 2 {
 		r1.round(t, "the store lost")
-		if got := r1.ids(); !slices.Equal(got, []string{"a"}) {
-			t.Errorf("round %d with the store lost: pool %v, want a held", i+1, got)
-		}
+		state(r1, fmt.Sprintf("round %d with the store lost", i+1), []string{"a@example.com"}, []string{t1}, nil, true)
 	}
-	if !slices.Equal(r1.reports, []bool{true}) {
-		t.Errorf("replica 1 reports %v, want the loss once", r1.reports)
-	}
-	if l := lossLogs(r1); len(l) != 1 || l[0]["level"] != "ERROR" || !strings.Contains(l[0]["msg"].(string), "the 1 credentials") ||
+	if l := lossLogs(r1); len(l) != 1 || l[0]["level"] != "ERROR" ||
+		!strings.Contains(l[0]["msg"].(string), "the 1 credentials and the 1 tokens held in memory") ||
 		!strings.Contains(l[0]["loss"].(string), "noticed at") {
 		t.Errorf("replica 1's loss log: %v", l)
 	}
 
-	// Reading the credentials fails while holding: the round fails, the
-	// pool is kept.
-	if err := raw.Do(ctx, "ACL", "SETUSER", "syncer", "resetkeys", "~"+redisstore.DefaultPrefix+"[^c]*").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := r1.s.round(ctx); err == nil || !strings.Contains(err.Error(), "list credentials") {
-		t.Errorf("round with the credentials unreadable: %v, want the list's error", err)
-	}
-	if err := raw.Do(ctx, "ACL", "SETUSER", "syncer", "resetkeys", "~*").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if got := r1.ids(); !slices.Equal(got, []string{"a"}) {
-		t.Errorf("after a failed read: pool %v, want a held", got)
-	}
-
 	// A replica started after the loss (a restart, a roll, the
-	// autoscaler) reports it from its first round.
-	r2 := newSyncedReplica(t, srv.URL(), cipher)
+	// autoscaler) reports it from its first round and holds nothing. It
+	// connects as a user whose key permissions the test narrows below.
+	const userPW = "syncer-user-pw"
+	if err := raw.Do(ctx, "ACL", "SETUSER", "syncer", "on", ">"+userPW, "~*", "&*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r2 := newSyncedReplica(t, "redis://syncer:"+userPW+"@"+srv.Addr()+"/0", cipher)
 	if err := r2.s.once(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(r2.reports, []bool{true}) || len(r2.ids()) != 0 {
-		t.Errorf("a replica started after the loss: reports %v, pool %v; want the loss, nothing held", r2.reports, r2.ids())
-	}
-	if l := lossLogs(r2); len(l) != 1 || !strings.Contains(l[0]["msg"].(string), "holds no credentials") {
+	state(r2, "a replica started after the loss", []string{}, nil, []string{t1}, true)
+	if l := lossLogs(r2); len(l) != 1 || !strings.Contains(l[0]["msg"].(string), "holds no credentials or tokens") {
 		t.Errorf("replica 2's loss log: %v", l)
 	}
 
-	// Re-seeded by hand: the store is the reference again, the loss is
-	// still reported.
-	seed("b")
-	for _, r := range []*syncedReplica{r1, r2} {
-		r.round(t, "re-seeded by hand")
-		if got := r.ids(); !slices.Equal(got, []string{"b"}) || !slices.Equal(r.reports, []bool{true}) {
-			t.Errorf("re-seeded by hand: pool %v, reports %v; want b, the loss still reported", got, r.reports)
-		}
+	// Re-seeded by hand, a credential first: replica 1 keeps what it holds
+	// (its token above all), replica 2 follows the store; the loss stays
+	// reported.
+	addCredential("b")
+	for i := range 2 {
+		r1.round(t, "credential added by hand")
+		r2.round(t, "credential added by hand")
+		what := fmt.Sprintf("round %d after a credential added by hand", i+1)
+		state(r1, what+", replica 1", []string{"a@example.com"}, []string{t1}, nil, true)
+		state(r2, what+", replica 2", []string{"b@example.com"}, nil, nil, true)
 	}
-	if n := len(r1.logs.Messages(t, "the store holds credentials again (re-seeded): reloading from it")); n != 1 {
-		t.Errorf("replica 1 logged the re-seed %d times, want 1", n)
+	t2 := createToken("t2")
+	r1.round(t, "token created by hand")
+	r2.round(t, "token created by hand")
+	state(r1, "a token created by hand, replica 1", []string{"a@example.com"}, []string{t1}, []string{t2}, true)
+	state(r2, "a token created by hand, replica 2", []string{"b@example.com"}, []string{t2}, nil, true)
+	if n := len(r1.logs.Messages(t, "the store was written to during its data loss (re-seeded by hand?); this replica keeps "+
+		"serving what it holds in memory until the loss record is cleared: run `atlassian-proxy import "+
+		"--clear-loss` once the store is complete (an import clears it by itself)")); n != 1 {
+		t.Errorf("replica 1 logged the writes during the hold %d times, want 1", n)
 	}
 
-	// Cleared: no loss any more.
-	if rec, err := other.ClearLoss(ctx); err != nil || rec == nil {
-		t.Fatalf("ClearLoss: %v, %v", rec, err)
+	// `import --clear-loss`: the next round reloads from the store.
+	if out := run("", "import", "--clear-loss"); !strings.Contains(out, "cleared the record of the store's data loss") {
+		t.Errorf("import --clear-loss: %s", out)
 	}
+	r1.round(t, "cleared")
+	r2.round(t, "cleared")
+	state(r1, "the round after import --clear-loss, replica 1", []string{"b@example.com"}, []string{t2}, []string{t1}, true, false)
+	state(r2, "the round after import --clear-loss, replica 2", []string{"b@example.com"}, []string{t2}, []string{t1}, true, false)
 	for _, r := range []*syncedReplica{r1, r2} {
-		r.round(t, "cleared")
-		if !slices.Equal(r.reports, []bool{true, false}) {
-			t.Errorf("after the clear: reports %v, want lost then found", r.reports)
-		}
-		if len(r.logs.Messages(t, "the store's data-loss record was cleared (import or operator): the store is the reference again")) != 1 {
+		if len(r.logs.Messages(t, clearedLog)) != 1 {
 			t.Error("the clear was not logged")
 		}
 	}
 
-	// A second loss, cleared by the operator without re-seeding: the
-	// replicas take the empty store.
+	// A second loss (both replicas hold now, replica 2 too), a credential
+	// added by hand, then an import: the round after it reloads. Replica 2
+	// cannot read the tokens then: its round fails, keeps its state, and
+	// the next one reloads.
 	if err := raw.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 	r1.round(t, "second loss")
-	if got := r1.ids(); !slices.Equal(got, []string{"b"}) || !slices.Equal(r1.reports, []bool{true, false, true}) {
-		t.Fatalf("second loss: pool %v, reports %v", got, r1.reports)
-	}
-	if _, err := other.ClearLoss(ctx); err != nil {
+	r2.round(t, "second loss")
+	addCredential("c")
+	r1.round(t, "second loss, credential added by hand")
+	r2.round(t, "second loss, credential added by hand")
+	state(r1, "second loss, replica 1", []string{"b@example.com"}, []string{t2}, []string{t1}, true, false, true)
+	state(r2, "second loss, replica 2", []string{"b@example.com"}, []string{t2}, []string{t1}, true, false, true)
+	if err := raw.Do(ctx, "ACL", "SETUSER", "syncer", "resetkeys", "~"+redisstore.DefaultPrefix+"[^t]*").Err(); err != nil {
 		t.Fatal(err)
 	}
-	r1.round(t, "cleared, empty")
-	if got := r1.ids(); len(got) != 0 || !slices.Equal(r1.reports, []bool{true, false, true, false}) {
-		t.Errorf("cleared without a re-seed: pool %v, reports %v; want the empty store taken", got, r1.reports)
+	if out := run("", "import", backup); !strings.Contains(out, "cleared the record of the store's data loss") {
+		t.Errorf("import: %s", out)
 	}
+	r1.round(t, "imported")
+	state(r1, "the round after the import, replica 1", []string{"a@example.com", "c@example.com"}, []string{t1}, []string{t2},
+		true, false, true, false)
+	if err := r2.s.round(ctx); err == nil || !strings.Contains(err.Error(), "reload tokens") {
+		t.Errorf("round with the tokens unreadable: %v, want the tokens' error", err)
+	}
+	state(r2, "a failed reload after the import", []string{"b@example.com"}, []string{t2}, []string{t1}, true, false, true, false)
+	if err := raw.Do(ctx, "ACL", "SETUSER", "syncer", "resetkeys", "~*").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r2.round(t, "the tokens readable again")
+	state(r2, "the round after the failed one", []string{"a@example.com", "c@example.com"}, []string{t1}, []string{t2},
+		true, false, true, false)
+
+	// A third loss, cleared by the operator without re-seeding: the
+	// replicas take the empty store.
+	if err := raw.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r1.round(t, "third loss")
+	state(r1, "third loss", []string{"a@example.com", "c@example.com"}, []string{t1}, nil, true, false, true, false, true)
+	run("", "import", "--clear-loss")
+	r1.round(t, "cleared, empty")
+	state(r1, "cleared without a re-seed", []string{}, nil, []string{t1}, true, false, true, false, true, false)
 }
 
 // r0 opens a store connection of the test's own (as the CLI has).
