@@ -157,10 +157,12 @@ func (k *silentWait) stop() *sseWriter {
 }
 
 // streamChat answers a streamed request without tools. The dispatcher
-// commits to a credential once its stream answered 200 and an event with
-// text, a tool call or a finish reason parsed (events carrying only the
-// role wait for it); every failure before that fails over silently. After it, the
-// chunks are relayed as they come.
+// commits to a credential once its stream answered 200 and an event parsed
+// that carries more than the role and usage: content of any part type
+// (text or not, e.g. a "thinking" part; an empty text does not count), a
+// tool call or a finish reason (events carrying only the role or usage
+// wait for it); every failure before that fails over silently. After it,
+// the chunks are relayed as they come.
 func (a *API) streamChat(w http.ResponseWriter, r *http.Request, m gateway.Model, req *gateway.ChatRequest) {
 	ctx := r.Context()
 	var (

@@ -21,15 +21,17 @@ type Config struct {
 	// Call gets a context that ends then, and no attempt starts after it.
 	// A Call that runs the upstream request under that context is abandoned
 	// at the deadline and counted as a timeout against its credential: the
-	// api does so for a stream until it commits (its first event with text,
-	// a tool call or a finish reason), so the deadline bounds the time to
-	// that event. A non-streamed completion arrives
-	// only once the whole answer is generated, which may take minutes, so
-	// the api runs it under the request's own context instead: it runs until
-	// its answer, the client leaving, or the transport's 5-minute response
-	// header timeout (gateway.NewTransport), which counts as a timeout
-	// against the credential like any other (and by then the deadline has
-	// passed, so the request gets no further attempt). Default 60 s.
+	// api does so for a stream until it commits (its first event with more
+	// than the role and usage: content of any part type, text or not, but
+	// not an empty text; a tool call; or a finish reason), so the deadline
+	// bounds the time to that event, not to the first text. A non-streamed
+	// completion arrives only once the whole answer is generated, which may
+	// take minutes, so the api runs it under the request's own context
+	// instead: it runs until its answer, the client leaving, or the
+	// transport's 5-minute response header timeout (gateway.NewTransport),
+	// which counts as a timeout against the credential like any other (and
+	// by then the deadline has passed, so the request gets no further
+	// attempt). Default 60 s.
 	RetryDeadline time.Duration
 	// QueueTimeout bounds the time one request waits for a free slot. Default 30 s.
 	QueueTimeout time.Duration

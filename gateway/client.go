@@ -263,11 +263,13 @@ func (c *Client) completion(ctx context.Context, body []byte, model string) (*Ch
 }
 
 // Stream sends a streamed chat request. It returns once the upstream
-// answered 200 and sent an event that carries text, a tool call or a
-// finish reason (events before it that carry only the role or usage are
-// kept and delivered after it), so that a caller can still fail over
-// before anything reached its client; a break before that is an *Error
-// with OutcomeStreamBroken. The caller must Close the stream.
+// answered 200 and sent an event that carries more than the role and
+// usage: content (non-empty text or a part of any other type, such as a
+// "thinking" part), a tool call or a finish reason. Events before it that
+// carry only the role or usage are kept and delivered after it. Until it
+// returns, nothing has reached the caller's client, which can still fail
+// over: a break before then is an *Error with OutcomeStreamBroken. The
+// caller must Close the stream.
 func (c *Client) Stream(ctx context.Context, cred pool.Credential, m Model, req *ChatRequest) (*Stream, error) {
 	resp, err := c.chat(ctx, cred, m, req, true)
 	if err != nil {

@@ -180,6 +180,8 @@ func TestCompleteOK(t *testing.T) {
 		{"empty content", fake.Behavior{Content: fake.ContentEmpty}, nil},
 		{"no ids", fake.Behavior{NoIDs: true}, ptr(fake.DefaultText)},
 		{"no usage", fake.Behavior{NoUsage: true}, ptr(fake.DefaultText)},
+		{"thinking part first", fake.Behavior{Thinking: "let me see"}, ptr(fake.DefaultText)},
+		{"only a thinking part", fake.Behavior{Thinking: "let me see", Content: fake.ContentEmpty}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

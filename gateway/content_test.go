@@ -46,6 +46,39 @@ func refContentText(raw json.RawMessage) (string, bool) {
 	return "", false
 }
 
+// refContentSome is whether a content value holds anything (what commits
+// a stream), with encoding/json: non-empty text, a part of a type other
+// than text, or a value that is not null, a string or a list of parts.
+func refContentSome(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return false
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		return json.Unmarshal(raw, &s) != nil || s != ""
+	case '[':
+		var parts []struct {
+			Type string  `json:"type"`
+			Text *string `json:"text"`
+		}
+		if json.Unmarshal(raw, &parts) != nil {
+			return true // unreadable: something the proxy cannot tell is empty
+		}
+		for _, p := range parts {
+			if p.Type != "" && p.Type != "text" {
+				return true
+			}
+			if p.Text != nil && *p.Text != "" {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
 // refFlexInt is the former flexInt decoding.
 func refFlexInt(b []byte) int64 {
 	b = bytes.TrimSpace(b)
@@ -76,6 +109,9 @@ var contentSeeds = []string{
 	`[{"type":"text","text":"a","extra":{"nested":["]","}",{"x":"\"}"}]},"n":-1.5e3,"t":true}]`,
 	"[ {\"type\" : \"text\" ,\n\t\"text\" : \"spaced\" } , {\"text\":\"\"} ]",
 	`[{"type":"te\u0078t","text":"escaped type"}]`, `[{"type":"","text":"empty type"}]`, `{"text":"object"}`, `5`, `true`,
+	`""`, `" "`, `[{"type":"text","text":""}]`, `[{"type":"text"},{"text":""},{}]`, `[{"type":"thinking","thinking":"hm"}]`,
+	`[{"type":"thinking","thinking":""},{"type":"text","text":""}]`, `[{"type":"reasoning"}]`, `[null]`,
+	`{"type":"thinking","thinking":"an object, not a list"}`,
 }
 
 func TestContentTextMatchesEncodingJSON(t *testing.T) {
@@ -113,6 +149,50 @@ func checkContentText(t *testing.T, raw []byte) {
 	}
 	if m.Content.text != wantText || m.Content.ok != wantOK {
 		t.Errorf("decoded content %q = %q, %v; want %q, %v", raw, m.Content.text, m.Content.ok, wantText, wantOK)
+	}
+	if want := refContentSome(raw); m.Content.some != want {
+		t.Errorf("decoded content %q: some = %v, want %v", raw, m.Content.some, want)
+	}
+}
+
+// TestContentCommits pins which contents commit a stream (the rule the
+// docs state): anything beyond nothing, of any part type; not an empty
+// text.
+func TestContentCommits(t *testing.T) {
+	tests := []struct {
+		name, content string
+		want          bool
+	}{
+		{"absent", ``, false},
+		{"null", `null`, false},
+		{"empty string", `""`, false},
+		{"empty list", `[]`, false},
+		{"an empty text part", `[{"type":"text","text":""}]`, false},
+		{"text parts without text", `[{"type":"text"},{"text":null}]`, false},
+		{"text", `[{"type":"text","text":"a"}]`, true},
+		{"a string", `"a"`, true},
+		{"a space", `" "`, true},
+		{"a thinking part", `[{"type":"thinking","thinking":"let me see"}]`, true},
+		{"an empty thinking part", `[{"type":"thinking","thinking":""}]`, true},
+		{"a part of an unknown type", `[{"type":"x-future","data":1}]`, true},
+		{"an empty text, then an image", `[{"type":"text","text":""},{"type":"image_url","image_url":{"url":"u"}}]`, true},
+		{"a single part, not in a list", `{"type":"thinking","thinking":"hm"}`, true},
+		{"an unreadable list", `["x"]`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := `{"role":"assistant"}`
+			if tt.content != "" {
+				msg = `{"role":"assistant","content":` + tt.content + `}`
+			}
+			var m unifiedMessage
+			if err := json.Unmarshal([]byte(msg), &m); err != nil {
+				t.Fatal(err)
+			}
+			if m.Content.some != tt.want {
+				t.Errorf("content %s: commits = %v, want %v", tt.content, m.Content.some, tt.want)
+			}
+		})
 	}
 }
 

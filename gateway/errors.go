@@ -336,13 +336,97 @@ func redact(msg string, cred pool.Credential) string {
 }
 
 // replaceFold replaces every occurrence of old in s, matched without
-// regard to letter case, with repl.
+// regard to letter case, with repl: left to right, without overlaps, rune
+// by rune under Unicode simple case folding (as strings.EqualFold and a
+// regexp's (?i) match, so "K" also matches the Kelvin sign and a match
+// may differ from old in length). An empty old changes nothing; an old
+// that is not valid UTF-8 is matched byte for byte.
 func replaceFold(s, old, repl string) string {
-	re, err := regexp.Compile("(?i)" + regexp.QuoteMeta(old))
-	if err != nil {
+	if old == "" {
+		return s
+	}
+	if !utf8.ValidString(old) {
 		return strings.ReplaceAll(s, old, repl)
 	}
-	return re.ReplaceAllLiteralString(s, repl)
+	var b strings.Builder
+	done := 0 // s[:done] is written to b (or needs no change)
+	first := asciiLower(old[0])
+	for i := 0; i < len(s); {
+		// Fast path: two ASCII bytes fold alike only as ASCII letters.
+		if c := s[i]; c < utf8.RuneSelf && first < utf8.RuneSelf && asciiLower(c) != first {
+			i++
+			continue
+		}
+		if n := foldPrefix(s[i:], old); n > 0 {
+			if done == 0 {
+				b.Grow(len(s))
+			}
+			b.WriteString(s[done:i])
+			b.WriteString(repl)
+			i += n
+			done = i
+			continue
+		}
+		if s[i] < utf8.RuneSelf {
+			i++
+		} else {
+			_, w := utf8.DecodeRuneInString(s[i:])
+			i += w
+		}
+	}
+	if done == 0 {
+		return s
+	}
+	b.WriteString(s[done:])
+	return b.String()
+}
+
+func asciiLower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// foldPrefix returns the length of the prefix of s that matches old rune
+// by rune under simple case folding, or 0 when none does. old is valid
+// UTF-8 and not empty.
+func foldPrefix(s, old string) int {
+	i := 0
+	for _, r := range old {
+		if i >= len(s) {
+			return 0
+		}
+		c, w := rune(s[i]), 1
+		if c >= utf8.RuneSelf {
+			c, w = utf8.DecodeRuneInString(s[i:])
+		}
+		if c != r && !equalFoldRune(c, r) {
+			return 0
+		}
+		i += w
+	}
+	return i
+}
+
+// equalFoldRune reports whether a and b are in the same simple case
+// folding orbit (unicode.SimpleFold), as strings.EqualFold compares runes.
+func equalFoldRune(a, b rune) bool {
+	if a < utf8.RuneSelf && b < utf8.RuneSelf {
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		return a == b
+	}
+	for f := unicode.SimpleFold(a); f != a; f = unicode.SimpleFold(f) {
+		if f == b {
+			return true
+		}
+	}
+	return false
 }
 
 // basicAuthRE matches an Authorization header value in a message.

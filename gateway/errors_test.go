@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -158,5 +159,94 @@ func TestTextMessage(t *testing.T) {
 		if got := textMessage([]byte(tt.body), alice); got != tt.want {
 			t.Errorf("textMessage(%.20q) = %.30q, want %.30q", tt.body, got, tt.want)
 		}
+	}
+}
+
+// refReplaceFold is the former replaceFold: a regexp compiled per call.
+func refReplaceFold(s, old, repl string) string {
+	re, err := regexp.Compile("(?i)" + regexp.QuoteMeta(old))
+	if err != nil {
+		return strings.ReplaceAll(s, old, repl)
+	}
+	return re.ReplaceAllLiteralString(s, repl)
+}
+
+var replaceFoldSeeds = []struct{ s, old string }{
+	{"no match here", "alice@example.com"},
+	{"Contact ALICE@Example.COM or alice@example.com, AlIcE@eXaMpLe.CoM!", "alice@example.com"},
+	{"alice@example.com", "ALICE@EXAMPLE.COM"},
+	{"xalice@example.comx", "Alice@Example.Com"},
+	{"alice@example.co", "alice@example.com"},
+	{"", "alice@example.com"},
+	{"aaaa", "aa"},
+	{"AaAaA", "aA"},
+	{"\u212Aate@x.io and Kate@X.IO", "kate@x.io"},                  // Kelvin sign, 3 bytes for 1
+	{"\u017Fam@x.io and SAM@x.io", "sam@x.io"},                     // long s
+	{"ſam@x.io", "ſAM@x.io"},                                       // the other way round
+	{"İstanbul@x.io istanbul@x.io ISTANBUL@x.io", "istanbul@x.io"}, // dotted capital I: no simple fold to i
+	{"ΣΊΣΥΦΟΣ@x.gr σίσυφος@x.gr σίσυφοσ@x.gr", "σίσυφος@x.gr"},
+	{"Ünïcödé@Bücher.de ünïcödé@bücher.DE", "ÜNÏCÖDÉ@bücher.de"},
+	{"bad \xffalice@x.io\xfe bytes", "alice@x.io"},
+	{"bad \xff bytes", "\uFFFD"},
+	{"bad \xff bytes", "\xff"},
+	{"emoji 🎉Alice@x.io🎉", "alice@x.io"},
+	{"the end: alice@x.io", "ALICE@X.IO"},
+	{"a.b*c+d?e(f)g[h]i{j}k|l^m$n\\o", "A.B*C+D?E(F)G[H]I{J}K|L^M$N\\O"},
+}
+
+// TestReplaceFoldMatchesRegexp: the loop replaces exactly what the
+// case-insensitive regexp it replaced did, mixed case and Unicode
+// folding included.
+func TestReplaceFoldMatchesRegexp(t *testing.T) {
+	for _, tt := range replaceFoldSeeds {
+		t.Run(tt.s+"/"+tt.old, func(t *testing.T) {
+			got, want := replaceFold(tt.s, tt.old, "[redacted]"), refReplaceFold(tt.s, tt.old, "[redacted]")
+			if got != want {
+				t.Errorf("replaceFold(%q, %q) = %q, want %q", tt.s, tt.old, got, want)
+			}
+		})
+	}
+	t.Run("mixed case email", func(t *testing.T) {
+		got := replaceFold("user ALICE@Example.com, again alice@EXAMPLE.COM.", "alice@example.com", "[redacted]")
+		if want := "user [redacted], again [redacted]."; got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	})
+	t.Run("empty old changes nothing", func(t *testing.T) {
+		if got := replaceFold("abc", "", "x"); got != "abc" {
+			t.Errorf("got %q, want abc", got)
+		}
+	})
+}
+
+func FuzzReplaceFold(f *testing.F) {
+	for _, tt := range replaceFoldSeeds {
+		f.Add(tt.s, tt.old)
+	}
+	f.Fuzz(func(t *testing.T, s, old string) {
+		if old == "" {
+			t.Skip() // the regexp would insert repl between every rune
+		}
+		if got, want := replaceFold(s, old, "<R>"), refReplaceFold(s, old, "<R>"); got != want {
+			t.Errorf("replaceFold(%q, %q) = %q, want %q", s, old, got, want)
+		}
+	})
+}
+
+// BenchmarkRedactEmail: the email part of sanitize on a 1 KB upstream
+// message, with the loop and with the regexp it replaced.
+func BenchmarkRedactEmail(b *testing.B) {
+	msg := strings.Repeat("The upstream failed for user Alice@Example.com; please retry later. ", 15)
+	for _, impl := range []struct {
+		name string
+		fn   func(s, old, repl string) string
+	}{{"loop", replaceFold}, {"regexp", refReplaceFold}} {
+		b.Run(impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(msg)))
+			for b.Loop() {
+				impl.fn(msg, "alice@example.com", pool.Redacted)
+			}
+		})
 	}
 }

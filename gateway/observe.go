@@ -89,6 +89,14 @@ func (p *protocolLog) first(ctx context.Context, variant string) bool {
 	return true
 }
 
+// saturated reports that no new variant will be logged: the limit was
+// reached and announced.
+func (p *protocolLog) saturated() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.full
+}
+
 // response notes the variants of one decoded response or event: where its
 // usage is, unknown finish reasons and non-text content parts.
 func (p *protocolLog) response(ctx context.Context, r *unifiedResponse, mode string) {
@@ -143,12 +151,15 @@ func (p *protocolLog) noPayload(ctx context.Context, data []byte) {
 
 // errorAnswer notes a 401, 403 or 5xx answer: its status and the first
 // maxLoggedBody bytes of its body, secrets removed. The variant is the
-// status and the body's shape (its JSON keys, or html, text, empty).
+// status and the body's shape (its JSON keys, or html, text, empty). The
+// cheap checks come first: the status, whether the log is on and whether
+// it still takes new variants; only then is the body's shape read (one
+// scan, no decoding of values).
 func (p *protocolLog) errorAnswer(ctx context.Context, status int, contentType string, body []byte, cred pool.Credential) {
 	if status != 401 && status != 403 && status < 500 {
 		return
 	}
-	if !p.enabled(ctx) {
+	if !p.enabled(ctx) || p.saturated() {
 		return
 	}
 	if !p.first(ctx, "error|"+strconv.Itoa(status)+"|"+bodyShape(body)) {
@@ -182,10 +193,10 @@ func bodyShape(body []byte) string {
 	case len(b) == 0:
 		return "empty"
 	case b[0] == '{':
-		if keys := jsonKeys(b); keys != "" || json.Valid(b) {
-			return "json{" + keys + "}"
+		if !json.Valid(b) {
+			return "text"
 		}
-		return "text"
+		return "json{" + objectKeys(b) + "}"
 	case b[0] == '<':
 		return "html"
 	}
@@ -195,13 +206,34 @@ func bodyShape(body []byte) string {
 // jsonKeys lists the sorted top-level keys of a JSON object (at most
 // maxVariantKeys, each bounded); "" for anything else.
 func jsonKeys(data []byte) string {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(data, &obj) != nil {
+	b := bytes.TrimSpace(data)
+	if len(b) == 0 || b[0] != '{' || !json.Valid(b) {
 		return ""
 	}
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
-		keys = append(keys, boundValue(k))
+	return objectKeys(b)
+}
+
+// objectKeys is jsonKeys of b, a valid JSON object without surrounding
+// space. It walks the top level once, decoding only the keys (as
+// encoding/json would: a repeated key counts once), never the values.
+func objectKeys(b []byte) string {
+	var keys []string
+	i := skipSpace(b, 1) // b[0] == '{'
+	for i < len(b) && b[i] == '"' {
+		end := skipString(b, i)
+		k, _ := unquote(b[i:end])
+		keys = append(keys, k)
+		i = skipSpace(b, end) // at ':'
+		i = skipValue(b, skipSpace(b, i+1))
+		i = skipSpace(b, i) // at ',' or '}'
+		if i < len(b) && b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	for i, k := range keys {
+		keys[i] = boundValue(k)
 	}
 	slices.Sort(keys)
 	if len(keys) > maxVariantKeys {

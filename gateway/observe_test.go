@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -325,5 +328,107 @@ func TestProtocolLogOff(t *testing.T) {
 	warn.errorAnswer(context.Background(), 500, "", []byte("x"), alice)
 	if buf.String() != "" || len(warn.seen) != 0 {
 		t.Errorf("a warn-level logger got %q and remembered %d variants", buf.String(), len(warn.seen))
+	}
+}
+
+// refJSONKeys is the former jsonKeys: the whole object decoded into a map.
+func refJSONKeys(data []byte) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(data, &obj) != nil {
+		return ""
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, boundValue(k))
+	}
+	slices.Sort(keys)
+	if len(keys) > maxVariantKeys {
+		keys = append(keys[:maxVariantKeys], "…")
+	}
+	return strings.Join(keys, ",")
+}
+
+// refBodyShape is the former bodyShape, on refJSONKeys.
+func refBodyShape(body []byte) string {
+	b := bytes.TrimSpace(body)
+	switch {
+	case len(b) == 0:
+		return "empty"
+	case b[0] == '{':
+		if keys := refJSONKeys(b); keys != "" || json.Valid(b) {
+			return "json{" + keys + "}"
+		}
+		return "text"
+	case b[0] == '<':
+		return "html"
+	}
+	return "text"
+}
+
+var keySeeds = []string{
+	``, `null`, `[]`, `"x"`, `5`, `{}`, ` { } `, `{"message":"Service Unavailable","requestId":"a"}`,
+	`{"b":1,"a":[1,{"c":"}"}],"d":{"e":"]"},"f":null,"g":true,"h":-1.5e3,"i":"\"}"}`,
+	`{"a":1,"a":2}`, `{"\u0061":1,"a":2}`, `{"k\n":1}`, `{"` + strings.Repeat("é", 40) + `x":1,"` + strings.Repeat("é", 40) + `y":2}`,
+	`{"bad ` + "\xff" + `":1}`, `{"a":1,}`, `{"a":1`, `{"a" 1}`, `{not json`, `<html>`, `upstream connect error`,
+	"{\n\t\"spaced\" :\t\"v\" ,\r\n \"k\":[ ]\n}", `{"1":1,"2":2,"3":3,"4":4,"5":5,"6":6,"7":7,"8":8,"9":9,"10":10,"11":11,"12":12,"13":13}`,
+}
+
+// TestBodyShapeMatchesDecoding: the one-scan key reading names the same
+// shapes and keys as decoding the body into a map did.
+func TestBodyShapeMatchesDecoding(t *testing.T) {
+	for _, seed := range keySeeds {
+		t.Run(seed, func(t *testing.T) { checkKeys(t, []byte(seed)) })
+	}
+}
+
+func FuzzBodyShape(f *testing.F) {
+	for _, s := range keySeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(checkKeys)
+}
+
+func checkKeys(t *testing.T, b []byte) {
+	if got, want := bodyShape(b), refBodyShape(b); got != want {
+		t.Errorf("bodyShape(%q) = %q, want %q", b, got, want)
+	}
+	if got, want := jsonKeys(b), refJSONKeys(b); got != want {
+		t.Errorf("jsonKeys(%q) = %q, want %q", b, got, want)
+	}
+}
+
+// TestProtocolLogErrorPastTheLimit: once the variant limit is reached, an
+// error answer of a new shape is not logged.
+func TestProtocolLogErrorPastTheLimit(t *testing.T) {
+	var buf logtest.Buffer
+	p := newProtocolLog(slog.New(slog.NewJSONHandler(&buf, nil)))
+	ctx := context.Background()
+	for i := range maxVariants + 1 {
+		p.errorAnswer(ctx, 500, "application/json", fmt.Appendf(nil, `{"key_%d":1}`, i), alice)
+	}
+	p.errorAnswer(ctx, 503, "text/plain", []byte("new"), alice)
+	if n := len(buf.Messages(t, "gateway: upstream error answer")); n != maxVariants {
+		t.Errorf("%d error records, want %d", n, maxVariants)
+	}
+	if !p.saturated() {
+		t.Error("the log is not saturated past its limit")
+	}
+}
+
+// BenchmarkBodyShape: the shape of a 5xx JSON body of about 4 KB, read in
+// one scan and (the former way) decoded into a map.
+func BenchmarkBodyShape(b *testing.B) {
+	body := []byte(`{"message":"Internal server error","requestId":"0f6c","details":{"trace":"` + strings.Repeat("frame ", 700) + `"},"status":"ERROR"}`)
+	for _, impl := range []struct {
+		name string
+		fn   func([]byte) string
+	}{{"scan", bodyShape}, {"decode", refBodyShape}} {
+		b.Run(impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				impl.fn(body)
+			}
+		})
 	}
 }

@@ -267,17 +267,24 @@ func (c *unifiedChoice) body() *unifiedMessage {
 }
 
 // unifiedContent is a message's content, decoded in the same pass as the
-// event: its text and whether there is any (see contentText), and the type
-// of its first part that is not text (for the protocol log). A content the
-// proxy cannot read never fails the event: it has no text.
+// event: its text and whether there is any (see contentText), the type of
+// its first part that is not text (for the protocol log), and whether it
+// carries anything at all (what commits a stream). A content the proxy
+// cannot read never fails the event: it has no text.
 type unifiedContent struct {
 	text  string
 	ok    bool
 	other string
+	// some: the content holds more than nothing: non-empty text, a part of
+	// another type than text, or a value the proxy cannot read. Absent,
+	// null, "", [] and lists of empty text parts hold nothing.
+	some bool
 }
 
 func (c *unifiedContent) UnmarshalJSON(b []byte) error {
-	c.text, c.ok, c.other = contentParts(b)
+	var unread bool
+	c.text, c.ok, c.other, unread = contentParts(b)
+	c.some = c.text != "" || c.other != "" || unread
 	return nil
 }
 
@@ -344,28 +351,30 @@ var errNotString = errors.New("gateway: not a JSON string")
 // it): lists are read in one pass by textParts, and only the shapes it
 // leaves alone are decoded by encoding/json.
 func contentText(raw []byte) (text string, ok bool) {
-	text, ok, _ = contentParts(raw)
+	text, ok, _, _ = contentParts(raw)
 	return text, ok
 }
 
 // contentParts is contentText that also returns the type of the first part
-// whose type is neither "text" nor absent ("" when there is none).
-func contentParts(raw []byte) (text string, ok bool, other string) {
+// whose type is neither "text" nor absent ("" when there is none), and
+// unread: raw is a value it cannot read as content (an object, a number,
+// a list with a part that is not an object, ...).
+func contentParts(raw []byte) (text string, ok bool, other string, unread bool) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
-		return "", false, ""
+		return "", false, "", false
 	}
 	switch raw[0] {
 	case '"':
 		text, ok = unquote(raw)
-		return text, ok, ""
+		return text, ok, "", !ok
 	case '[':
 		if text, ok, other, read := textParts(raw); read {
-			return text, ok, other
+			return text, ok, other, false
 		}
 		var parts []contentPart
 		if json.Unmarshal(raw, &parts) != nil {
-			return "", false, ""
+			return "", false, "", true
 		}
 		var b strings.Builder
 		for _, p := range parts {
@@ -377,9 +386,9 @@ func contentParts(raw []byte) (text string, ok bool, other string) {
 				ok = true
 			}
 		}
-		return b.String(), ok, other
+		return b.String(), ok, other, false
 	}
-	return "", false, ""
+	return "", false, "", true
 }
 
 // textParts joins the text parts of raw, a valid JSON list of content

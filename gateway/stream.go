@@ -57,7 +57,9 @@ type streamCall struct {
 }
 
 // openStream reads resp until the stream can be committed: until an event
-// carries text, a tool call or a finish reason. Events before it (the role,
+// carries more than the role and usage, that is content (non-empty text,
+// or a part of any other type: a "thinking" part commits, an empty text
+// does not), a tool call or a finish reason. Events before it (the role,
 // usage) are queued and delivered after it. A clean end there ([DONE]
 // after at least one event) is an empty answer. It does not close
 // resp.Body on failure.
@@ -222,8 +224,10 @@ func (s *Stream) end() {
 }
 
 // handle queues the chunks of one event, merges its usage and notes its
-// protocol variants. It reports whether the event carried text, a tool
-// call or a finish reason (what commits a stream).
+// protocol variants. It reports whether the event carried more than the
+// role and usage (what commits a stream): content (non-empty text or a
+// part of any other type, see unifiedContent.some), a tool call or a
+// finish reason.
 func (s *Stream) handle(ev *unifiedResponse) (substantive bool) {
 	s.obs.response(s.ctx, ev, modeStream)
 	if c := ev.usageCounts(); c.any() {
@@ -238,6 +242,11 @@ func (s *Stream) handle(ev *unifiedResponse) (substantive bool) {
 			if m.Content.ok && m.Content.text != "" {
 				text := m.Content.text
 				s.push(index, Delta{Content: &text}, nil)
+			}
+			if m.Content.some {
+				// A part without text (a "thinking" part, say) commits too:
+				// the answer has begun, and the time to its first text is
+				// the model's, not the time to find a credential.
 				substantive = true
 			}
 			for _, tc := range m.ToolCalls {

@@ -31,6 +31,14 @@ func usageEvent(usage string) string {
 	return sseEv(`{"platform_attributes":{"metrics":{"usage":` + usage + `}}}`)
 }
 
+// contentEvent is an event whose message content is the JSON content.
+func contentEvent(content string) string {
+	return sseEv(`{"response_payload":{"choices":[{"index":0,"message":{"content":` + content + `}}]}}`)
+}
+
+// thinkingEvent is an event whose only content is a reasoning part.
+var thinkingEvent = contentEvent(`[{"type":"thinking","thinking":"let me see"}]`)
+
 func toolEvent(calls string) string {
 	return sseEv(`{"response_payload":{"choices":[{"index":0,"message":{"tool_calls":` + calls + `}}]}}`)
 }
@@ -246,8 +254,9 @@ func TestStreamToolCallDeltasFromFake(t *testing.T) {
 }
 
 // TestStreamCommitPoint: Stream returns (commits) only on an event that
-// carries text, a tool call or a finish reason; what came before it is
-// delivered after it, and a break before it is an error (a failover).
+// carries more than the role and usage: content (non-empty text or a part
+// of any other type), a tool call or a finish reason; what came before it
+// is delivered after it, and a break before it is an error (a failover).
 func TestStreamCommitPoint(t *testing.T) {
 	usage := usageEvent(`{"input_tokens":5}`)
 	tests := []struct {
@@ -268,6 +277,15 @@ func TestStreamCommitPoint(t *testing.T) {
 		{"role, then only the finish", serveBody(roleEvent + finishEvent("end_turn")), "", "", "stop", nil},
 		{"role, then [DONE]: an empty answer", serveBody(roleEvent + "data: [DONE]\n\n"), "", "", "stop", nil},
 		{"text, then a cut: committed", cutAfter(roleEvent + textEvent("a")), "", "a", "", nil},
+		{"role, then a thinking part, then a cut: committed", cutAfter(roleEvent + thinkingEvent), "", "", "", nil},
+		{"thinking part first, then a cut: committed", cutAfter(thinkingEvent), "", "", "", nil},
+		{"role, then a part of an unknown type, then a cut: committed", cutAfter(roleEvent + contentEvent(`[{"type":"x-future"}]`)), "", "", "", nil},
+		{"role, then an object content, then a cut: committed", cutAfter(roleEvent + contentEvent(`{"type":"thinking","thinking":"hm"}`)), "", "", "", nil},
+		{"role, then an empty text part, then a cut", cutAfter(roleEvent + textEvent("")), "broke before any content", "", "", nil},
+		{"role, then an empty string, then a cut", cutAfter(roleEvent + contentEvent(`""`)), "broke before any content", "", "", nil},
+		{"role, then null content, then a cut", cutAfter(roleEvent + contentEvent(`null`)), "broke before any content", "", "", nil},
+		{"role and usage, then thinking, then text", serveBody(roleEvent + usage + thinkingEvent + textEvent("a") + finishEvent("end_turn") + usageEvent(`{"output_tokens":2}`)), "", "a", "stop", &Usage{5, 2, 7}},
+		{"thinking and text in one event", serveBody(roleEvent + contentEvent(`[{"type":"thinking","thinking":"hm"},{"type":"text","text":"a"}]`) + finishEvent("end_turn")), "", "a", "stop", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -291,8 +309,15 @@ func TestStreamCommitPoint(t *testing.T) {
 				if ge := asError(t, err); ge.Kind != pool.OutcomeStreamBroken {
 					t.Errorf("got %v, want stream_broken after the commit", err)
 				}
-				if len(chunks) != 2 || chunks[0].Choices[0].Delta.Role != "assistant" || *chunks[1].Choices[0].Delta.Content != tt.wantText {
-					t.Errorf("chunks before the break = %+v", chunks)
+				// The role chunk, then the text if any: a part
+				// without text makes no chunk.
+				wantLen := 1
+				if tt.wantText != "" {
+					wantLen = 2
+				}
+				if len(chunks) != wantLen || chunks[0].Choices[0].Delta.Role != "assistant" ||
+					(wantLen == 2 && *chunks[1].Choices[0].Delta.Content != tt.wantText) {
+					t.Errorf("chunks before the break = %+v, want the role chunk and text %q", chunks, tt.wantText)
 				}
 				return
 			}

@@ -95,6 +95,8 @@ func TestStreamOK(t *testing.T) {
 		{"cut after the finish event", fake.Behavior{Fault: fake.CutAfterFinish}, fake.DefaultText, "stop", true},
 		{"cut after the finish event, no usage", fake.Behavior{Fault: fake.CutAfterFinish, NoUsage: true, Text: "a b"}, "a b", "stop", false},
 		{"gemini SAFETY", fake.Behavior{FinishReason: "SAFETY"}, fake.DefaultText, "content_filter", true},
+		{"thinking part first", fake.Behavior{Thinking: "let me see"}, fake.DefaultText, "stop", true},
+		{"thinking part first, string content", fake.Behavior{Thinking: "let me see", Content: fake.ContentString, Text: "x y"}, "x y", "stop", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,6 +164,8 @@ func TestStreamBreaksAfterFirstEvent(t *testing.T) {
 		{"cut after two events", fake.Behavior{Fault: fake.CutMidStream}},
 		{"cut after last event", fake.Behavior{Fault: fake.CutMidStream, Text: "a b", CutAfter: 3, OmitFinishReason: true}},
 		{"EOF without finish or [DONE]", fake.Behavior{NoDone: true, OmitFinishReason: true}},
+		// A thinking part commits the stream: a cut after it is a break.
+		{"cut after the thinking event", fake.Behavior{Fault: fake.CutMidStream, Thinking: "let me see", CutAfter: 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,6 +190,44 @@ func TestStreamBreaksAfterFirstEvent(t *testing.T) {
 				t.Errorf("Next after a break = %v, want the same error", err2)
 			}
 		})
+	}
+}
+
+// TestStreamThinkingCommits: a model that reasons for longer than the
+// attempt's deadline before its first text. The stream commits at its
+// thinking part, within the deadline, and the text comes later under the
+// request's own context, as api.streamChat runs a stream: tied to the
+// attempt's context only until Stream returns.
+func TestStreamThinkingCommits(t *testing.T) {
+	srv, c := startFake(t)
+	const thinking = 600 * time.Millisecond
+	srv.Push(alice.ID, 1, fake.Behavior{Thinking: "let me see", ThinkingTime: thinking, Text: "a b"})
+	attempt, cancelAttempt := context.WithTimeout(t.Context(), thinking/2)
+	defer cancelAttempt()
+	sctx, scancel := context.WithCancel(t.Context())
+	defer scancel()
+	detach := context.AfterFunc(attempt, scancel)
+	start := time.Now()
+	s, err := c.Stream(sctx, alice, mustModel(t, "claude-sonnet-4"), hello("claude-sonnet-4"))
+	if !detach() {
+		t.Fatalf("the attempt's deadline ended the stream before it committed (Stream: %v)", err)
+	}
+	if err != nil {
+		t.Fatalf("Stream: %v", err)
+	}
+	// Committed at the thinking event: only the role chunk is queued.
+	if len(s.pending) != 1 || s.pending[0].Choices[0].Delta.Role != "assistant" {
+		t.Errorf("queued at the commit: %+v, want the role chunk alone", s.pending)
+	}
+	chunks, err := drain(t, s)
+	if err != nil {
+		t.Fatalf("stream ended with %v", err)
+	}
+	if text, finish := checkChunks(t, chunks, "claude-sonnet-4"); text != "a b" || finish != "stop" {
+		t.Errorf("text %q finish %q, want %q stop", text, finish, "a b")
+	}
+	if d := time.Since(start); d < thinking {
+		t.Errorf("the answer came after %v, before the thinking time %v: the fake did not think", d, thinking)
 	}
 }
 

@@ -5,7 +5,8 @@
 // registered credential, a body with platform_attributes.model and no model
 // or unknown field in request_payload — and answers each credential's
 // requests according to a Behavior: a normal answer shaped as asked
-// (content forms, tool calls, usage, with or without [DONE], slow) or a
+// (content forms, tool calls, usage, with or without [DONE], slow, a
+// "thinking" part before the text) or a
 // fault of §3 (429 minute/daily, 401, 403, 400, 413, 5xx, 529, a hang, a
 // dropped connection, a stream cut before or after its first event). A
 // behaviour can be permanent or queued for the next N requests, and changed

@@ -126,6 +126,17 @@ type Behavior struct {
 	NoIDs bool
 	// EventDelay is slept before each stream event after the first.
 	EventDelay time.Duration
+	// Thinking, when set, is a reasoning part that comes before the
+	// answer: a stream sends, right after its role event, one event whose
+	// only content is [{"type":"thinking","thinking":Thinking}] (in every
+	// Content form; it counts towards CutAfter); a non-streamed answer in
+	// a list form (ContentParts, ContentEmpty) starts its content with
+	// that part.
+	Thinking string
+	// ThinkingTime is slept after the thinking event, before the next one
+	// (a model that reasons long before its first text), on top of
+	// EventDelay.
+	ThinkingTime time.Duration
 }
 
 // Credential is an account the fake accepts.

@@ -345,6 +345,39 @@ func TestStreamedAnswer(t *testing.T) {
 			t.Errorf("status %d events %q error %v", resp.StatusCode, evs, err)
 		}
 	})
+	t.Run("thinking first", func(t *testing.T) {
+		srv.Push(bob.ID, 1, fake.Behavior{Thinking: "hm", ThinkingTime: 50 * time.Millisecond, Text: "a b"})
+		start := time.Now()
+		evs, err := events(t, post(t, srv, &bob, streamBody()).Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// role, thinking, "a ", "b", final, [DONE]
+		if len(evs) != 6 || evs[5] != "[DONE]" {
+			t.Fatalf("events = %q", evs)
+		}
+		if !strings.Contains(evs[0], `"content":[]`) || !strings.Contains(evs[1], `"content":[{"thinking":"hm","type":"thinking"}]`) ||
+			!strings.Contains(evs[2], `"text":"a "`) {
+			t.Errorf("events = %q", evs)
+		}
+		if d := time.Since(start); d < 50*time.Millisecond {
+			t.Errorf("answered in %v, want at least the thinking time 50ms", d)
+		}
+	})
+	t.Run("thinking first, cut after it", func(t *testing.T) {
+		srv.Push(bob.ID, 1, fake.Behavior{Thinking: "hm", Fault: fake.CutMidStream, CutAfter: 2})
+		evs, err := events(t, post(t, srv, &bob, streamBody()).Body)
+		if len(evs) != 2 || !strings.Contains(evs[1], `"type":"thinking"`) || !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("events %q error %v, want the role and thinking events and an unexpected EOF", evs, err)
+		}
+	})
+	t.Run("thinking first, not streamed", func(t *testing.T) {
+		srv.Push(bob.ID, 1, fake.Behavior{Thinking: "hm", Text: "a"})
+		body := readAll(t, post(t, srv, &bob, okBody))
+		if !strings.Contains(body, `"content":[{"thinking":"hm","type":"thinking"},{"text":"a","type":"text"}]`) {
+			t.Errorf("body = %s, want the thinking part before the text", body)
+		}
+	})
 	t.Run("slow", func(t *testing.T) {
 		srv.Push(bob.ID, 1, fake.Behavior{EventDelay: 30 * time.Millisecond, Text: "a b"})
 		start := time.Now()

@@ -72,7 +72,11 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, a *account, b 
 
 	if !stream {
 		w.Header().Set("Content-Type", "application/json")
-		body := ev.build(ev.content(text), true, true)
+		content := ev.content(text)
+		if parts, ok := content.([]any); ok && b.Thinking != "" {
+			content = append([]any{ev.thinkingPart()}, parts...)
+		}
+		body := ev.build(content, true, true)
 		if b.Fault == CutMidStream {
 			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 			w.WriteHeader(http.StatusOK)
@@ -88,7 +92,13 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, a *account, b 
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	events := [][]byte{ev.build(ev.content(""), false, false)} // the role-only first event
+	// The role-only first event, then the thinking event if any.
+	events := [][]byte{ev.build(ev.content(""), false, false)}
+	thought := -1 // the index of the thinking event
+	if b.Thinking != "" {
+		thought = len(events)
+		events = append(events, ev.build([]any{ev.thinkingPart()}, false, false))
+	}
 	pieces := b.Pieces
 	if pieces == nil {
 		pieces = splitPieces(text)
@@ -113,7 +123,11 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, a *account, b 
 		if i == cutAfter {
 			panic(http.ErrAbortHandler)
 		}
-		if i > 0 && !g.sleep(r, b.EventDelay) {
+		delay := b.EventDelay
+		if thought >= 0 && i == thought+1 {
+			delay += b.ThinkingTime
+		}
+		if i > 0 && !g.sleep(r, delay) {
 			return http.StatusOK
 		}
 		if _, err := fmt.Fprintf(w, "data: %s\n\n", e); err != nil {
@@ -252,6 +266,11 @@ func argumentText(raw json.RawMessage) string {
 		return ""
 	}
 	return string(raw)
+}
+
+// thinkingPart is the behaviour's reasoning part.
+func (e eventBuilder) thinkingPart() any {
+	return map[string]any{"type": "thinking", "thinking": e.b.Thinking}
 }
 
 // content renders text in the behaviour's content form.
