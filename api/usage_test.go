@@ -52,32 +52,31 @@ func TestUsageRecorded(t *testing.T) {
 // serves the request (the client never sees it), for streams too; a
 // client's own error is not the upstream's trouble and is not noted.
 func TestAttemptFailuresRecorded(t *testing.T) {
-	rec := usage.New(nil, usage.Config{})
-	e := newEnv(t, envOptions{usage: rec, creds: []fake.Credential{
-		testCred("c1", fake.Behavior{Fault: fake.RateLimitMinute}),
-		testCred("c2", fake.Behavior{}),
-	}})
+	var rec *usage.Recorder
+	var e *env
+	// A fresh pool for each request: the first pick of a new pool is c1
+	// (ties broken round robin from the first slot), which fails over to c2.
 	for _, extra := range []string{"", `"stream":true`} {
+		rec = usage.New(nil, usage.Config{})
+		e = newEnv(t, envOptions{usage: rec, creds: []fake.Credential{
+			testCred("c1", fake.Behavior{Fault: fake.RateLimitMinute}),
+			testCred("c2", fake.Behavior{}),
+		}})
 		if resp, body := e.chat(chatBody(extra)); resp.StatusCode != http.StatusOK {
 			t.Fatalf("chat %s: %d %s", extra, resp.StatusCode, body)
 		}
-		// c1 cools down after its 429: make it usable again for the next round.
-		if err := e.pool.Reset("c1"); err != nil {
-			t.Fatal(err)
+		m := rec.Minutes(1)[0]
+		if m.Requests != 1 || m.Failures != 0 || m.AttemptFailures != 1 {
+			t.Errorf("%s: this minute: %+v; want 1 request served, no failure, 1 failed attempt", extra, m)
 		}
-	}
-	m := rec.Minutes(1)[0]
-	if m.Requests != 2 || m.Failures != 0 || m.AttemptFailures != 2 {
-		t.Errorf("this minute: %+v; want 2 requests served, no failure, 2 failed attempts", m)
-	}
-	errs := rec.RecentErrors(10)
-	if len(errs) != 2 {
-		t.Fatalf("recent errors: %+v, want the 2 failed attempts", errs)
-	}
-	for _, x := range errs {
+		errs := rec.RecentErrors(10)
+		if len(errs) != 1 {
+			t.Fatalf("%s: recent errors: %+v, want the failed attempt", extra, errs)
+		}
+		x := errs[0]
 		if !x.Attempt || x.CredentialID != "c1" || x.Model != "anthropic:claude-sonnet-4@20250514" ||
 			!strings.HasPrefix(x.Error, "rate_limited (HTTP 429): ") {
-			t.Errorf("attempt error = %+v", x)
+			t.Errorf("%s: attempt error = %+v", extra, x)
 		}
 		if strings.Contains(x.Error, "atl-c1-secret") {
 			t.Errorf("an attempt error holds the credential's token: %q", x.Error)
@@ -91,7 +90,7 @@ func TestAttemptFailuresRecorded(t *testing.T) {
 	if resp, _ := e.chat(chatBody("")); resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("client error: %d, want 400", resp.StatusCode)
 	}
-	if m := rec.Minutes(1)[0]; m.AttemptFailures != 2 {
-		t.Errorf("after a client error: %d failed attempts, want still 2", m.AttemptFailures)
+	if m := rec.Minutes(1)[0]; m.AttemptFailures != 1 {
+		t.Errorf("after a client error: %d failed attempts, want still 1", m.AttemptFailures)
 	}
 }
