@@ -148,11 +148,18 @@ type Deps struct {
 	// the pages offer no check.
 	Checker Checker
 	// Limiters makes the login throttling stores (name "ip" or "total",
-	// tokens per window) and the store that remembers the one-time nonces
-	// of the token-creation form (name "form-nonce", one token per
-	// SessionAbsolute); nil: in-process stores. With Redis they are shared
-	// by every replica.
+	// tokens per window); nil: in-process stores. With Redis they are
+	// shared by every replica.
 	Limiters func(name string, tokens int, window time.Duration) (limiter.Store, error)
+	// Nonces makes the store that remembers the used one-time nonces of
+	// the token-creation form: one token per key per window (the window is
+	// SessionAbsolute: no session, so no form, outlives it). With several
+	// replicas it must be shared by all of them and must fail, not answer
+	// from a per-process copy (no fallback), when it cannot reach the
+	// shared state: the form then answers 503 and makes no token, since a
+	// repeat could not be told from a first sending. nil: an in-process
+	// store (exact for one process).
+	Nonces func(window time.Duration) (limiter.Store, error)
 	// Catalog is the model catalog an API token's allowed models must be
 	// in (ids or aliases); nil: gateway.DefaultCatalog().
 	Catalog *gateway.Catalog
@@ -251,8 +258,12 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 		_ = a.perIP.Close(context.Background())
 		return nil, err
 	}
+	nonces := deps.Nonces
+	if nonces == nil {
+		nonces = func(window time.Duration) (limiter.Store, error) { return ratelimit.Memory(1, window) }
+	}
 	// A nonce is taken once; a session outlives no window of this length.
-	if a.nonces, err = mk(nonceLimiter, 1, cfg.SessionAbsolute); err != nil {
+	if a.nonces, err = nonces(cfg.SessionAbsolute); err != nil {
 		_ = a.perIP.Close(context.Background())
 		_ = a.total.Close(context.Background())
 		return nil, err

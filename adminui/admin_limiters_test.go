@@ -29,7 +29,7 @@ func TestNewLimitersFail(t *testing.T) {
 	t.Parallel()
 	st, c := openStoreCipher(t)
 	errDown := errors.New("redis: connection refused")
-	for _, failing := range []string{"ip", "total", nonceLimiter} {
+	for _, failing := range []string{"ip", "total", "nonces"} {
 		t.Run(failing, func(t *testing.T) {
 			var made []*closeCounted
 			mk := func(name string, tokens int, window time.Duration) (limiter.Store, error) {
@@ -44,7 +44,8 @@ func TestNewLimitersFail(t *testing.T) {
 				made = append(made, cc)
 				return cc, nil
 			}
-			a, err := New(Config{}, Deps{Store: st, Cipher: c, Limiters: mk})
+			nonces := func(window time.Duration) (limiter.Store, error) { return mk("nonces", 1, window) }
+			a, err := New(Config{}, Deps{Store: st, Cipher: c, Limiters: mk, Nonces: nonces})
 			if !errors.Is(err, errDown) || a != nil {
 				t.Fatalf("New = %v, %v; want nil and the limiter's error", a, err)
 			}

@@ -57,6 +57,7 @@ type envOptions struct {
 	catalog   *gateway.Catalog
 	reg       prometheus.Registerer
 	limiters  func(name string, tokens int, window time.Duration) (limiter.Store, error)
+	nonces    func(window time.Duration) (limiter.Store, error)
 	logger    *slog.Logger
 }
 
@@ -86,7 +87,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.cfg.LoginAttemptsTotal = 1000
 	}
 	deps := Deps{Store: s, Cipher: c, Changed: func() { e.changed.Add(1); e.resync() }, Activity: o.activity, Checker: o.checker,
-		Catalog: o.catalog, Registerer: o.reg, Limiters: o.limiters, Logger: o.logger}
+		Catalog: o.catalog, Registerer: o.reg, Limiters: o.limiters, Nonces: o.nonces, Logger: o.logger}
 	if !o.noPool {
 		e.pool = startPool(t, st)
 		deps.Pool = e.pool

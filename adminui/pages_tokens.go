@@ -41,12 +41,9 @@ type tokensPage struct {
 // tokenFields are the create form's fields in page order.
 var tokenFields = []string{"name", "expires_at", "allowed_models", "rate_limit"}
 
-// nonceField carries the create form's one-time value; nonceLimiter is the
-// Deps.Limiters name of the store that remembers the used ones.
-const (
-	nonceField   = "form_nonce"
-	nonceLimiter = "form-nonce"
-)
+// nonceField carries the create form's one-time value; the used ones are
+// remembered in the Deps.Nonces store.
+const nonceField = "form_nonce"
 
 func (a *Admin) showTokens(w http.ResponseWriter, r *http.Request, status int, edit func(*tokensPage)) {
 	ctx := r.Context()
@@ -83,8 +80,9 @@ func (a *Admin) pageTokens(w http.ResponseWriter, r *http.Request) {
 // is refused (409) with the list, where the first token is. The nonce is
 // spent only when the token is about to be made (and given back when that
 // fails), so a form that had mistakes can be corrected and sent again. The
-// used nonces are kept in a Deps.Limiters store, shared by every replica
-// with Redis.
+// used nonces are kept in the Deps.Nonces store, shared by every replica
+// with Redis; when it cannot answer, no token is made (503): a repeat could
+// not be told from a first sending.
 func (a *Admin) pageCreateToken(w http.ResponseWriter, r *http.Request) {
 	f := newForm(r, tokenFields...).ordered(tokenFields...)
 	in := TokenInput{Name: f.Values["name"], AllowedModels: splitModels(f.Values["allowed_models"])}

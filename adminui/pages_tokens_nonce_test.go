@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,25 +153,34 @@ func (f *failingTakes) Take(ctx context.Context, key string) (uint64, uint64, ui
 
 // TestTokenFormNonceStoreDown: when the store of used nonces fails, no
 // token is made (it could not be told from a resubmission): 503, nothing
-// stored; once it is back, the same form works.
+// stored; once it is back, the same form works. The store is Deps.Nonces,
+// never one of Deps.Limiters (whose shared stores may fall back to a
+// per-process copy, which would make a repeat on another replica look new).
 func TestTokenFormNonceStoreDown(t *testing.T) {
 	t.Parallel()
 	var nonces *failingTakes
 	var window time.Duration
-	e := newEnv(t, envOptions{limiters: func(name string, tokens int, w time.Duration) (limiter.Store, error) {
-		s, err := ratelimit.Memory(uint64(tokens), w)
-		if err != nil || name != nonceLimiter {
-			return s, err
-		}
-		if tokens != 1 {
-			t.Errorf("the nonce store has %d tokens per window, want 1", tokens)
-		}
-		window = w
-		nonces = &failingTakes{Store: s}
-		return nonces, nil
-	}})
+	var limiterNames []string
+	e := newEnv(t, envOptions{
+		limiters: func(name string, tokens int, w time.Duration) (limiter.Store, error) {
+			limiterNames = append(limiterNames, name)
+			return ratelimit.Memory(uint64(tokens), w)
+		},
+		nonces: func(w time.Duration) (limiter.Store, error) {
+			s, err := ratelimit.Memory(1, w)
+			if err != nil {
+				return nil, err
+			}
+			window = w
+			nonces = &failingTakes{Store: s}
+			return nonces, nil
+		},
+	})
 	if window != DefaultSessionAbsolute {
 		t.Errorf("nonces are remembered for %s, want the longest session (%s)", window, DefaultSessionAbsolute)
+	}
+	if !slices.Equal(limiterNames, []string{"ip", "total"}) {
+		t.Errorf("Deps.Limiters made %q, want only the login limiters ip and total", limiterNames)
 	}
 	c := e.pageLoggedIn(testPassword)
 	nonce := formNonce(t, c.do("GET", "/tokens", nil, nil))
@@ -215,10 +225,10 @@ func TestTokenFormNonceNotGivenBack(t *testing.T) {
 	e := newEnv(t, envOptions{
 		wrapStore: func(s store.Store) store.Store { u = &unavailableStore{Store: s}; return u },
 		logger:    slog.New(slog.NewJSONHandler(logs, nil)),
-		limiters: func(name string, tokens int, w time.Duration) (limiter.Store, error) {
-			s, err := ratelimit.Memory(uint64(tokens), w)
-			if err != nil || name != nonceLimiter {
-				return s, err
+		nonces: func(w time.Duration) (limiter.Store, error) {
+			s, err := ratelimit.Memory(1, w)
+			if err != nil {
+				return nil, err
 			}
 			nonces = &failingTakes{Store: s}
 			return nonces, nil

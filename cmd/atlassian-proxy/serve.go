@@ -175,7 +175,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	}
 	a.admin, err = adminui.New(adminui.Config{SecureCookies: cfg.SecureCookies, TrustedProxies: cfg.TrustedProxies}, adminui.Deps{
 		Store: st, Cipher: cipher, Pool: a.pool, Logger: logger, Changed: a.syncer.changed,
-		Activity: a.usage, Checker: a.upstream, Limiters: a.loginLimiters, Catalog: a.catalog, Registerer: reg,
+		Activity: a.usage, Checker: a.upstream, Limiters: a.loginLimiters, Nonces: a.formNonces, Catalog: a.catalog, Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
@@ -215,6 +215,23 @@ func (a *app) ready(context.Context) error {
 func (a *app) loginLimiters(name string, tokens int, window time.Duration) (limiter.Store, error) {
 	return a.limiter("login:"+name, uint64(tokens), window)
 }
+
+// formNonces makes the store of the admin token form's used nonces (one
+// take per nonce per window): in process with the embedded store (one
+// process: exact); with Redis, the shared LimiterStore itself, without
+// limiter's fallback, so that while Redis cannot answer the form answers
+// 503 rather than take a nonce in one process only (a resend to another
+// replica, or after Redis is back, would then make a second token).
+func (a *app) formNonces(window time.Duration) (limiter.Store, error) {
+	if a.redis == nil {
+		return ratelimit.Memory(1, window)
+	}
+	return a.redis.Limiter(formNonceLimiter, 1, window), nil
+}
+
+// formNonceLimiter is the Redis name of the token form's nonce store (keys
+// <prefix>rl:form-nonce:token-create:<nonce>).
+const formNonceLimiter = "form-nonce"
 
 // tokenLimiters makes the store of the per-token rate limit of one rate
 // (requests per minute; see limiter).
