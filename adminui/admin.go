@@ -220,7 +220,7 @@ func New(cfg Config, deps Deps) (*Admin, error) {
 	}
 	a := &Admin{
 		cfg:      cfg,
-		svc:      newService(deps.Store, deps.Cipher, logger, cfg, deps.Now, deps.Changed),
+		svc:      newService(deps.Store, deps.Cipher, logger, cfg, deps.Now, deps.Changed, catalog),
 		logger:   logger,
 		pool:     deps.Pool,
 		activity: deps.Activity,

@@ -222,10 +222,6 @@ func (a *Admin) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		}
 		in.ExpiresAt = t
 	}
-	if err := CheckAllowedModels(a.catalog, in.AllowedModels); err != nil {
-		a.renderServiceError(w, r, err)
-		return
-	}
 	plain, t, err := a.svc.CreateToken(r.Context(), in)
 	if err != nil {
 		a.renderServiceError(w, r, err)
@@ -288,12 +284,6 @@ func (a *Admin) handleUpdateToken(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		p.ExpiresAt = &t
-	}
-	if p.AllowedModels != nil {
-		if err := CheckAllowedModels(a.catalog, *p.AllowedModels); err != nil {
-			a.renderServiceError(w, r, err)
-			return
-		}
 	}
 	v, err := a.svc.UpdateToken(r.Context(), chi.URLParam(r, "id"), p)
 	if err != nil {

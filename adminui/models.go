@@ -11,7 +11,7 @@ import (
 // maxUnknownNamed is how many unknown model names an error names.
 const maxUnknownNamed = 5
 
-// CheckAllowedModels checks the allowed models of an API token: valid
+// checkAllowedModels checks the allowed models of an API token: valid
 // names (see validateModels) that catalog knows, as an id or an alias. A
 // token limited to a model the proxy does not serve would be refused on
 // every request, so such a name is refused when the token is created or
@@ -19,7 +19,7 @@ const maxUnknownNamed = 5
 // unknown models ("unknown model 'x'; GET /v1/models lists them"), except
 // a name that looks like a secret (a token pasted in the wrong field),
 // which is never repeated. None (every model) is fine.
-func CheckAllowedModels(catalog *gateway.Catalog, models []string) error {
+func checkAllowedModels(catalog *gateway.Catalog, models []string) error {
 	models, err := validateModels(models)
 	if err != nil {
 		return err
@@ -52,6 +52,19 @@ func CheckAllowedModels(catalog *gateway.Catalog, models []string) error {
 		msg += " and " + strconv.Itoa(more) + " more"
 	}
 	return invalid("allowed_models", msg+"; GET /v1/models lists them")
+}
+
+// checkModels is validateModels, then checkAllowedModels against the
+// Service's catalog: the tidied list, or the error.
+func (s *Service) checkModels(models []string) ([]string, error) {
+	models, err := validateModels(models)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAllowedModels(s.catalog, models); err != nil {
+		return nil, err
+	}
+	return models, nil
 }
 
 // looksLikeSecret reports whether an input that should be a name (a model,

@@ -16,8 +16,8 @@ func TestCheckAllowedModels(t *testing.T) {
 	t.Parallel()
 	cat := gateway.DefaultCatalog()
 	for _, ok := range [][]string{nil, {}, {"claude-sonnet-4"}, {"anthropic:claude-sonnet-4@20250514", " gpt-5 ", "gpt-5"}} {
-		if err := CheckAllowedModels(cat, ok); err != nil {
-			t.Errorf("CheckAllowedModels(%q) = %v", ok, err)
+		if err := checkAllowedModels(cat, ok); err != nil {
+			t.Errorf("checkAllowedModels(%q) = %v", ok, err)
 		}
 	}
 	secret := auth.TokenPrefix + "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -34,10 +34,10 @@ func TestCheckAllowedModels(t *testing.T) {
 		{[]string{"ATATT3xFfGF0abc"}, "an allowed model is not a model name (it looks like a token, so it is not shown); GET /v1/models lists them"},
 		{[]string{"a b"}, "allowed model names must not contain spaces"}, // the shape is checked first
 	} {
-		err := CheckAllowedModels(cat, tc.in)
+		err := checkAllowedModels(cat, tc.in)
 		var ve *ValidationError
 		if !errors.As(err, &ve) || ve.Field != "allowed_models" || ve.Message != tc.want {
-			t.Errorf("CheckAllowedModels(%q) = %v, want allowed_models: %s", tc.in, err, tc.want)
+			t.Errorf("checkAllowedModels(%q) = %v, want allowed_models: %s", tc.in, err, tc.want)
 		}
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("the error repeats a token: %v", err)

@@ -101,7 +101,7 @@ func (a *Admin) pageCreateToken(w http.ResponseWriter, r *http.Request) {
 	if in.RateLimit, err = parseRateLimit(f.Values["rate_limit"]); err != nil {
 		f.fail(err)
 	}
-	if err := CheckAllowedModels(a.catalog, in.AllowedModels); err != nil {
+	if err := checkAllowedModels(a.catalog, in.AllowedModels); err != nil {
 		f.fail(err)
 	}
 	if len(f.Errors) > 0 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/auth"
+	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/pool"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
@@ -39,18 +40,26 @@ type Service struct {
 	dummyHash string
 
 	hashSem chan struct{} // hashSlots: argon2id work running at once
+
+	// catalog is what an API token's allowed models are checked against.
+	catalog *gateway.Catalog
 }
 
 // NewService returns a Service with the default session timeouts (idle
 // 30 min, absolute 12 h), the wall clock and no change hook: the form the
-// CLI uses. The admin handler builds its own from Config and Deps.
-func NewService(st store.Store, c *auth.Cipher, logger *slog.Logger) *Service {
-	return newService(st, c, logger, Config{}.withDefaults(), nil, nil)
+// CLI uses. catalog is the server's model catalog, which API tokens' allowed
+// models must name (nil: the built-in one). The admin handler builds its
+// own from Config and Deps.
+func NewService(st store.Store, c *auth.Cipher, logger *slog.Logger, catalog *gateway.Catalog) *Service {
+	return newService(st, c, logger, Config{}.withDefaults(), nil, nil, catalog)
 }
 
-func newService(st store.Store, c *auth.Cipher, logger *slog.Logger, cfg Config, now func() time.Time, changed func()) *Service {
+func newService(st store.Store, c *auth.Cipher, logger *slog.Logger, cfg Config, now func() time.Time, changed func(), catalog *gateway.Catalog) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if catalog == nil {
+		catalog = gateway.DefaultCatalog()
 	}
 	if now == nil {
 		now = time.Now
@@ -58,6 +67,7 @@ func newService(st store.Store, c *auth.Cipher, logger *slog.Logger, cfg Config,
 	return &Service{
 		st:              st,
 		cipher:          c,
+		catalog:         catalog,
 		logger:          logger,
 		now:             now,
 		changed:         changed,
@@ -476,7 +486,7 @@ func (s *Service) UpdateToken(ctx context.Context, id string, p TokenPatch) (Tok
 		}
 	}
 	if p.AllowedModels != nil {
-		if models, err = validateModels(*p.AllowedModels); err != nil {
+		if models, err = s.checkModels(*p.AllowedModels); err != nil {
 			return TokenView{}, err
 		}
 	}

@@ -187,7 +187,7 @@ func TestResetPassword(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	c := e.loggedIn(testPassword)
 	// The CLI works on the store with its own Service.
-	cli := NewService(e.st, e.cipher, nil)
+	cli := NewService(e.st, e.cipher, nil, nil)
 	pw, err := cli.ResetPassword(t.Context())
 	if err != nil || len(pw) != auth.GeneratedPasswordLength {
 		t.Fatalf("ResetPassword = %q, %v", pw, err)
@@ -209,7 +209,7 @@ func TestServiceDirect(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	e := newEnv(t, envOptions{noPool: true})
-	s := NewService(e.st, e.cipher, nil)
+	s := NewService(e.st, e.cipher, nil, nil)
 
 	c, err := s.AddCredential(ctx, CredentialInput{Email: "cli@example.com", Token: atlassianToken})
 	if err != nil {
@@ -253,7 +253,7 @@ func TestServiceDirect(t *testing.T) {
 
 	// A token sealed under another key reads as unreadable, not as an error.
 	other, _ := auth.NewCipher(make([]byte, auth.KeySize))
-	vs, err = NewService(e.st, other, nil).ListCredentials(ctx)
+	vs, err = NewService(e.st, other, nil, nil).ListCredentials(ctx)
 	if err != nil || vs[0].TokenReadable || vs[0].TokenMasked != maskedUnknown {
 		t.Errorf("wrong key: %+v, %v", vs, err)
 	}
@@ -334,7 +334,7 @@ func TestServiceStoresRecoveries(t *testing.T) {
 	e := newEnv(t, envOptions{noPool: true})
 	now := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
 	var changed int
-	s := newService(e.st, e.cipher, nil, Config{}.withDefaults(), func() time.Time { return now }, func() { changed++ })
+	s := newService(e.st, e.cipher, nil, Config{}.withDefaults(), func() time.Time { return now }, func() { changed++ }, nil)
 	earlier := now.Add(-time.Minute)
 	ready := func(id string) store.CredentialState {
 		return store.CredentialState{CredentialID: id, State: store.StateReady, Reason: "success", UpdatedAt: now}
@@ -432,7 +432,7 @@ func TestServiceRecoveryStoreDown(t *testing.T) {
 	var down *statesDownStore
 	e := newEnv(t, envOptions{noPool: true, wrapStore: func(s store.Store) store.Store { down = &statesDownStore{Store: s}; return down }})
 	logs := &logtest.Buffer{}
-	s := NewService(down, e.cipher, slog.New(slog.NewJSONHandler(logs, nil)))
+	s := NewService(down, e.cipher, slog.New(slog.NewJSONHandler(logs, nil)), nil)
 	c, err := s.AddCredential(ctx, CredentialInput{Email: "down@example.com", Token: atlassianToken})
 	if err != nil {
 		t.Fatal(err)
@@ -474,7 +474,7 @@ func TestServiceRecoveryReachesPool(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	e := newEnv(t, envOptions{})
-	s := NewService(e.st, e.cipher, nil) // no change hook: e.resync is the syncer round
+	s := NewService(e.st, e.cipher, nil, nil) // no change hook: e.resync is the syncer round
 	c, err := s.AddCredential(ctx, CredentialInput{Email: "pool@example.com", Token: atlassianToken})
 	if err != nil {
 		t.Fatal(err)

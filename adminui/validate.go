@@ -170,7 +170,7 @@ func (s *Service) validateToken(in TokenInput) (TokenInput, error) {
 	if in.ExpiresAt, err = s.validateExpiry(in.ExpiresAt); err != nil {
 		return in, err
 	}
-	if in.AllowedModels, err = validateModels(in.AllowedModels); err != nil {
+	if in.AllowedModels, err = s.checkModels(in.AllowedModels); err != nil {
 		return in, err
 	}
 	if err := validateRateLimit(in.RateLimit); err != nil {

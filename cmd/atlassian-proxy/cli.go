@@ -86,7 +86,15 @@ func (f *storeFlags) withService(ctx context.Context, e env, fn func(*adminui.Se
 	}
 	defer st.Close()
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return fn(adminui.NewService(st.Store, st.cipher, logger))
+	// The server's catalog (MODELS_FILE too): a token limited to a model
+	// the server does not serve would be refused on every request.
+	catalog := gateway.DefaultCatalog()
+	if path, _ := e.lookupEnv("MODELS_FILE"); path != "" {
+		if catalog, err = loadCatalogFile(path); err != nil {
+			return err
+		}
+	}
+	return fn(adminui.NewService(st.Store, st.cipher, logger, catalog))
 }
 
 func newFlagSet(name, synopsis string, e env) *flag.FlagSet {
@@ -303,20 +311,6 @@ func tokenCreate(ctx context.Context, e env, args []string) error {
 	for m := range strings.SplitSeq(*models, ",") {
 		if m = strings.TrimSpace(m); m != "" {
 			in.AllowedModels = append(in.AllowedModels, m)
-		}
-	}
-	if len(in.AllowedModels) > 0 {
-		// The server's catalog: a token limited to a model it does not
-		// serve would be refused on every request.
-		catalog := gateway.DefaultCatalog()
-		if path, _ := e.lookupEnv("MODELS_FILE"); path != "" {
-			var err error
-			if catalog, err = loadCatalogFile(path); err != nil {
-				return err
-			}
-		}
-		if err := adminui.CheckAllowedModels(catalog, in.AllowedModels); err != nil {
-			return describe(err)
 		}
 	}
 	return sf.withService(ctx, e, func(svc *adminui.Service) error {
