@@ -57,31 +57,32 @@ func newMetrics(reg prometheus.Registerer, catalog *gateway.Catalog) (*metrics, 
 		}, []string{"model"}),
 		aborts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "stream", Name: "aborts_total",
-			Help: "Streams that ended without their [DONE], by reason: upstream_broken, client_gone, shutdown, panic.",
+			Help: "Streams that ended without their [DONE], by reason: upstream_broken, upstream_refused, client_gone, shutdown, panic.",
 		}, []string{"reason"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "tokens_total",
 			Help: "Tokens reported by the upstream at the end of successful requests, by model and direction (input, output).",
 		}, []string{"model", "direction"}),
-		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "rate_limit_rejections_total",
-			Help: "Requests refused by a rate limit, by limit (token: the per-token limit; login_ip, login_total: admin login throttling per client address and in all).",
-		}, []string{"limit"}),
 	}
 	for _, r := range []string{abortUpstreamBroken, abortUpstreamRefused, abortClientGone, abortShutdown, abortPanic} {
 		m.aborts.WithLabelValues(r)
 	}
-	m.rejections.WithLabelValues(limitToken)
 	if catalog != nil {
 		for _, model := range catalog.List() {
 			m.ttft.WithLabelValues(model.ID)
 		}
 	}
-	for _, c := range []prometheus.Collector{m.ttft, m.aborts, m.tokens, m.rejections} {
+	for _, c := range []prometheus.Collector{m.ttft, m.aborts, m.tokens} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("api: register metrics: %w", err)
 		}
 	}
+	r, err := observability.RateLimitRejections(reg)
+	if err != nil {
+		return nil, fmt.Errorf("api: register metrics: %w", err)
+	}
+	m.rejections = r
+	m.rejections.WithLabelValues(limitToken)
 	return m, nil
 }
 

@@ -2,6 +2,7 @@ package observability
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -31,6 +32,32 @@ func NewRegistry(version string) *prometheus.Registry {
 		buildInfo,
 	)
 	return reg
+}
+
+const rateLimitRejectionsHelp = "Requests refused by a rate limit, by limit (token: the per-token limit; " +
+	"login_ip, login_total: admin login throttling per client address and in all)."
+
+// RateLimitRejections returns the proxy's one rate-limit counter,
+// atlassian_proxy_rate_limit_rejections_total{limit}, registered on reg:
+// the API counts its per-token limit there ("token"), the admin UI its
+// login throttling ("login_ip", "login_total"). Whichever asks first
+// registers it; the others get the same counter.
+func RateLimitRejections(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: MetricsNamespace, Name: "rate_limit_rejections_total", Help: rateLimitRejectionsHelp,
+	}, []string{"limit"})
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, err
+		}
+		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
+		if !ok {
+			return nil, fmt.Errorf("%s_rate_limit_rejections_total is registered as a %T, not a counter vector", MetricsNamespace, are.ExistingCollector)
+		}
+		return existing, nil
+	}
+	return c, nil
 }
 
 // DurationBuckets are the buckets of the request duration histogram, in
