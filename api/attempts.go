@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/atlassian-proxy/atlassian-proxy/dispatch"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
@@ -20,18 +19,14 @@ func (a *API) attemptFailed(ctx context.Context, cred pool.Credential, model str
 	if a.usage == nil || err == nil {
 		return
 	}
-	switch o := dispatch.Classify(ctx, err); o {
+	o := dispatch.Classify(ctx, err)
+	switch o {
 	case pool.OutcomeSuccess, pool.OutcomeClientError, pool.OutcomeCanceled:
 		return
-	default:
-		var ge *gateway.Error
-		msg := o.String() + ": the upstream could not be reached"
-		if errors.As(err, &ge) {
-			msg = fmt.Sprintf("%s (HTTP %d): %s", ge.Kind, ge.Status, ge.Message)
-			if ge.Status == 0 {
-				msg = fmt.Sprintf("%s: %s", ge.Kind, ge.Message)
-			}
-		}
-		a.usage.RecordAttemptFailure(cred.ID, model, clip(msg, 300))
 	}
+	msg := o.String() + ": the upstream could not be reached"
+	if ge, ok := errors.AsType[*gateway.Error](err); ok {
+		msg = gatewayErrorText(ge)
+	}
+	a.usage.RecordAttemptFailure(cred.ID, model, clip(msg, 300))
 }

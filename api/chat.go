@@ -258,7 +258,7 @@ func (a *API) streamCompleted(w http.ResponseWriter, r *http.Request, m gateway.
 			out = sseAnswer{ctx: r.Context(), sw: sw}
 		}
 		switch {
-		case ka.aborted.Load():
+		case ka.aborted:
 			if sw != nil {
 				a.metrics.abort(abortShutdown)
 			}

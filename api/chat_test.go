@@ -11,12 +11,29 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/fake"
 	"github.com/atlassian-proxy/atlassian-proxy/gateway/schematest"
 	"github.com/atlassian-proxy/atlassian-proxy/store"
 )
+
+// readStream reads an official-client stream to its end, checking each
+// chunk against OpenAI's chunk schema, and returns what the chunks add up
+// to, how many there were and the stream's error.
+func readStream(t *testing.T, stream *ssestream.Stream[openai.ChatCompletionChunk]) (*openai.ChatCompletionAccumulator, int, error) {
+	t.Helper()
+	var acc openai.ChatCompletionAccumulator
+	n := 0
+	for stream.Next() {
+		chunk := stream.Current()
+		schematest.Validate(t, schematest.ChatCompletionChunk, []byte(chunk.RawJSON()))
+		acc.AddChunk(chunk)
+		n++
+	}
+	return &acc, n, stream.Err()
+}
 
 // client is the official OpenAI client pointed at the proxy.
 func (e *env) client(token string) *openai.Client {
@@ -200,16 +217,8 @@ func TestChatStream(t *testing.T) {
 			if withUsage {
 				params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
 			}
-			stream := e.client(e.token).Chat.Completions.NewStreaming(t.Context(), params)
-			var acc openai.ChatCompletionAccumulator
-			n := 0
-			for stream.Next() {
-				chunk := stream.Current()
-				schematest.Validate(t, schematest.ChatCompletionChunk, []byte(chunk.RawJSON()))
-				acc.AddChunk(chunk)
-				n++
-			}
-			if err := stream.Err(); err != nil {
+			acc, n, err := readStream(t, e.client(e.token).Chat.Completions.NewStreaming(t.Context(), params))
+			if err != nil {
 				t.Fatalf("stream: %v", err)
 			}
 			if n < 3 {
@@ -278,14 +287,8 @@ func TestChatStreamWithTools(t *testing.T) {
 		})},
 		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
 	}
-	stream := e.client(e.token).Chat.Completions.NewStreaming(t.Context(), params)
-	var acc openai.ChatCompletionAccumulator
-	for stream.Next() {
-		chunk := stream.Current()
-		schematest.Validate(t, schematest.ChatCompletionChunk, []byte(chunk.RawJSON()))
-		acc.AddChunk(chunk)
-	}
-	if err := stream.Err(); err != nil {
+	acc, _, err := readStream(t, e.client(e.token).Chat.Completions.NewStreaming(t.Context(), params))
+	if err != nil {
 		t.Fatalf("stream: %v", err)
 	}
 	msg := acc.Choices[0].Message

@@ -227,9 +227,19 @@ func (a *API) recordFailure(ctx context.Context, model string, err error) {
 		}
 		msg = code + ": " + de.Message
 	case errors.As(err, &ge):
-		msg = fmt.Sprintf("%s (HTTP %d): %s", ge.Kind, ge.Status, ge.Message)
+		msg = gatewayErrorText(ge)
 	default:
 		msg = "upstream_error: the upstream AI gateway could not be reached"
 	}
 	a.usage.Record(usage.Event{TokenID: tokenID(ctx), Model: model, Failed: true, Error: clip(msg, 300)})
+}
+
+// gatewayErrorText is a gateway.Error as the dashboard's recent errors show
+// it: "kind (HTTP status): message", without the status when no response
+// arrived. The message is the gateway's cleaned one: never a secret.
+func gatewayErrorText(ge *gateway.Error) string {
+	if ge.Status == 0 {
+		return ge.Kind.String() + ": " + ge.Message
+	}
+	return fmt.Sprintf("%s (HTTP %d): %s", ge.Kind, ge.Status, ge.Message)
 }

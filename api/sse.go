@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/atlassian-proxy/atlassian-proxy/gateway"
@@ -102,8 +101,9 @@ type silentWait struct {
 	done     chan struct{}
 	once     sync.Once // begin
 	stopOnce sync.Once
-	aborted  atomic.Bool
-	sw       *sseWriter // set by the goroutine once the stream started
+	// Set by the goroutine; read once stop returned (its end happens before).
+	aborted bool       // AbortStreams ended the wait
+	sw      *sseWriter // the event stream, once started
 }
 
 func (a *API) keepAliveWhileSilent(w http.ResponseWriter, cancel context.CancelFunc) *silentWait {
@@ -120,7 +120,7 @@ func (a *API) keepAliveWhileSilent(w http.ResponseWriter, cancel context.CancelF
 			case <-k.stopc:
 				return
 			case <-a.aborting:
-				k.aborted.Store(true)
+				k.aborted = true
 				cancel()
 				return
 			case <-begun:
@@ -182,10 +182,7 @@ func (a *API) streamChat(w http.ResponseWriter, r *http.Request, m gateway.Model
 			if err == nil {
 				_ = s.Close()
 			}
-			scancel()
-			err := fmt.Errorf("upstream stream: %w", dctx.Err())
-			a.attemptFailed(ctx, cred, m.ID, err)
-			return err
+			err = fmt.Errorf("upstream stream: %w", dctx.Err())
 		}
 		if err != nil {
 			scancel()

@@ -59,20 +59,14 @@ func TestStreamWithToolsKeepAlive(t *testing.T) {
 		t.Errorf("no tool call in the chunks:\n%s", body)
 	}
 
-	stream := e.client(e.token).Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
+	acc, _, err := readStream(t, e.client(e.token).Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
 		Model:    testModel,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Weather in Paris?")},
 		Tools: []openai.ChatCompletionToolUnionParam{openai.ChatCompletionFunctionTool(openai.FunctionDefinitionParam{
 			Name: "get_weather", Parameters: openai.FunctionParameters{"type": "object"},
 		})},
-	})
-	var acc openai.ChatCompletionAccumulator
-	for stream.Next() {
-		chunk := stream.Current()
-		schematest.Validate(t, schematest.ChatCompletionChunk, []byte(chunk.RawJSON()))
-		acc.AddChunk(chunk)
-	}
-	if err := stream.Err(); err != nil {
+	}))
+	if err != nil {
 		t.Fatalf("official client: %v", err)
 	}
 	if tc := acc.Choices[0].Message.ToolCalls; len(tc) != 1 || tc[0].Function.Arguments != `{"city":"Paris"}` {
