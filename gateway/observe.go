@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"unicode"
@@ -49,8 +48,20 @@ type protocolLog struct {
 	log *slog.Logger
 
 	mu   sync.Mutex
-	seen map[string]struct{}
+	seen map[variant]struct{}
 	full bool // maxVariants reached and said so
+}
+
+// variant is one protocol variant, the key the log remembers it by: a
+// comparable struct, so that a variant already seen (the common case, met
+// on every event) is looked up without building a string.
+type variant struct {
+	kind  string // "finish", "part", "nopayload", "error" or "usage"
+	value string // the finish reason, part type, event keys, error body shape; usage: where it is
+	mode  string // usage: modeStream or modeJSON
+	n     int    // error: the status; usage: the count fields present (usageFieldMask)
+	// usage: whether the event had a payload and a finish reason
+	payload, finish bool
 }
 
 // newProtocolLog returns a log writing to l, or nil when l is nil.
@@ -58,7 +69,7 @@ func newProtocolLog(l *slog.Logger) *protocolLog {
 	if l == nil {
 		return nil
 	}
-	return &protocolLog{log: l, seen: make(map[string]struct{})}
+	return &protocolLog{log: l, seen: make(map[variant]struct{})}
 }
 
 // enabled reports whether the log would write an info record.
@@ -66,11 +77,11 @@ func (p *protocolLog) enabled(ctx context.Context) bool {
 	return p != nil && p.log.Enabled(ctx, slog.LevelInfo)
 }
 
-// first reports whether variant is new and remembers it. Once maxVariants
+// first reports whether v is new and remembers it. Once maxVariants
 // are remembered it reports false and, the first time, logs that.
-func (p *protocolLog) first(ctx context.Context, variant string) bool {
+func (p *protocolLog) first(ctx context.Context, v variant) bool {
 	p.mu.Lock()
-	if _, ok := p.seen[variant]; ok {
+	if _, ok := p.seen[v]; ok {
 		p.mu.Unlock()
 		return false
 	}
@@ -84,7 +95,7 @@ func (p *protocolLog) first(ctx context.Context, variant string) bool {
 		}
 		return false
 	}
-	p.seen[variant] = struct{}{}
+	p.seen[v] = struct{}{}
 	p.mu.Unlock()
 	return true
 }
@@ -110,7 +121,7 @@ func (p *protocolLog) response(ctx context.Context, r *unifiedResponse, mode str
 				hasFinish = true
 				if _, known := mapFinishReason(*ch.FinishReason); !known {
 					v := boundValue(*ch.FinishReason)
-					if p.first(ctx, "finish|"+v) {
+					if p.first(ctx, variant{kind: "finish", value: v}) {
 						p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: unknown finish_reason",
 							slog.String("finish_reason", v), slog.String("mapped_to", "stop"), slog.String("mode", mode))
 					}
@@ -118,7 +129,7 @@ func (p *protocolLog) response(ctx context.Context, r *unifiedResponse, mode str
 			}
 			if m := ch.body(); m != nil && m.Content.other != "" {
 				v := boundValue(m.Content.other)
-				if p.first(ctx, "part|"+v) {
+				if p.first(ctx, variant{kind: "part", value: v}) {
 					p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: unknown content part type",
 						slog.String("type", v), slog.String("mode", mode))
 				}
@@ -126,10 +137,10 @@ func (p *protocolLog) response(ctx context.Context, r *unifiedResponse, mode str
 		}
 	}
 	if u, where := r.usageSource(); u != nil {
-		fields := u.fieldNames()
+		mask := u.fieldMask()
 		withPayload := !r.noPayload
-		variant := "usage|" + mode + "|" + where + "|" + fields + "|" + strconv.FormatBool(withPayload) + "|" + strconv.FormatBool(hasFinish)
-		if p.first(ctx, variant) {
+		if p.first(ctx, variant{kind: "usage", value: where, mode: mode, n: int(mask), payload: withPayload, finish: hasFinish}) {
+			fields := usageFieldNames(mask)
 			p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: upstream usage found",
 				slog.String("mode", mode), slog.String("location", where), slog.String("fields", fields),
 				slog.Bool("event_has_payload", withPayload), slog.Bool("event_has_finish_reason", hasFinish))
@@ -143,7 +154,7 @@ func (p *protocolLog) noPayload(ctx context.Context, data []byte) {
 		return
 	}
 	keys := jsonKeys(data)
-	if p.first(ctx, "nopayload|"+keys) {
+	if p.first(ctx, variant{kind: "nopayload", value: keys}) {
 		p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: upstream event without payload",
 			slog.String("keys", keys), slog.String("mode", modeStream))
 	}
@@ -162,7 +173,7 @@ func (p *protocolLog) errorAnswer(ctx context.Context, status int, contentType s
 	if !p.enabled(ctx) || p.saturated() {
 		return
 	}
-	if !p.first(ctx, "error|"+strconv.Itoa(status)+"|"+bodyShape(body)) {
+	if !p.first(ctx, variant{kind: "error", value: bodyShape(body), n: status}) {
 		return
 	}
 	p.log.LogAttrs(ctx, slog.LevelInfo, "gateway: upstream error answer",
@@ -175,7 +186,12 @@ func (p *protocolLog) errorAnswer(ctx context.Context, status int, contentType s
 // control characters replaced. The whole body is redacted before it is
 // cut, so that no fragment of a secret survives at the cut.
 func redactedPrefix(body []byte, cred pool.Credential, limit int) string {
-	s := redact(string(body), cred)
+	return truncate(redact(string(body), cred), limit)
+}
+
+// truncate cuts s to at most limit bytes, at a rune boundary, marking a
+// cut with "…".
+func truncate(s string, limit int) string {
 	if len(s) <= limit {
 		return s
 	}
@@ -251,12 +267,5 @@ func boundValue(v string) string {
 		}
 		return r
 	}, strings.ToValidUTF8(v, "?"))
-	if len(v) <= maxVariantValue {
-		return v
-	}
-	cut := maxVariantValue
-	for cut > 0 && !utf8.RuneStart(v[cut]) {
-		cut--
-	}
-	return v[:cut] + "…"
+	return truncate(v, maxVariantValue)
 }

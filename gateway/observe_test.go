@@ -432,3 +432,26 @@ func BenchmarkBodyShape(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkProtocolLogSeen: noting an event whose variants were all seen
+// already (every event of a stream after the first) allocates nothing.
+func BenchmarkProtocolLogSeen(b *testing.B) {
+	p := newProtocolLog(slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	ctx := context.Background()
+	in, out := flexInt(10), flexInt(3)
+	reason := "weird"
+	r := &unifiedResponse{
+		ResponsePayload: &responsePayload{Choices: []unifiedChoice{{
+			Message:      &unifiedMessage{Content: unifiedContent{other: "thinking", some: true}},
+			FinishReason: &reason,
+		}}},
+		PlatformAttributes: &responseAttributes{Metrics: &struct {
+			Usage *unifiedUsage `json:"usage"`
+		}{Usage: &unifiedUsage{InputTokens: &in, OutputTokens: &out}}},
+	}
+	p.response(ctx, r, modeStream)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.response(ctx, r, modeStream)
+	}
+}

@@ -31,14 +31,7 @@ func buildRequest(m Model, req *ChatRequest, stream bool) ([]byte, error) {
 		return nil, errNoMessages
 	}
 	b := make([]byte, 0, requestSize(m, req))
-	b = append(b, `{"request_payload":{"messages":[`...)
-	for i := range req.Messages {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendMessage(b, &req.Messages[i])
-	}
-	b = append(b, ']')
+	b = appendList(b, `{"request_payload":{"messages":`, req.Messages, appendMessage)
 	if req.Temperature != nil {
 		b = append(b, `,"temperature":`...)
 		b = appendFloat(b, *req.Temperature)
@@ -55,26 +48,8 @@ func buildRequest(m Model, req *ChatRequest, stream bool) ([]byte, error) {
 		b = append(b, `,"top_p":`...)
 		b = appendFloat(b, *req.TopP)
 	}
-	if len(req.Stop) > 0 {
-		b = append(b, `,"stop":[`...)
-		for i, s := range req.Stop {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, s)
-		}
-		b = append(b, ']')
-	}
-	if len(req.Tools) > 0 {
-		b = append(b, `,"tools":[`...)
-		for i := range req.Tools {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendTool(b, &req.Tools[i])
-		}
-		b = append(b, ']')
-	}
+	b = appendList(b, `,"stop":`, req.Stop, func(b []byte, s *string) []byte { return appendString(b, *s) })
+	b = appendList(b, `,"tools":`, req.Tools, appendTool)
 	if len(req.ToolChoice) > 0 && string(req.ToolChoice) != "null" {
 		b = append(b, `,"tool_choice":`...)
 		b = append(b, req.ToolChoice...)
@@ -89,6 +64,23 @@ func buildRequest(m Model, req *ChatRequest, stream bool) ([]byte, error) {
 	b = appendString(b, m.Upstream)
 	b = append(b, "}}"...)
 	return b, nil
+}
+
+// appendList writes key and then xs as a JSON list, each element written
+// by one; it writes nothing when xs is empty (an omitted field).
+func appendList[T any](b []byte, key string, xs []T, one func([]byte, *T) []byte) []byte {
+	if len(xs) == 0 {
+		return b
+	}
+	b = append(b, key...)
+	b = append(b, '[')
+	for i := range xs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = one(b, &xs[i])
+	}
+	return append(b, ']')
 }
 
 // requestSize is a guess of the body's size, so that it is built in one
@@ -133,16 +125,7 @@ func appendMessage(b []byte, msg *Message) []byte {
 		b = append(b, `,"name":`...)
 		b = appendString(b, msg.Name)
 	}
-	if len(msg.ToolCalls) > 0 {
-		b = append(b, `,"tool_calls":[`...)
-		for j := range msg.ToolCalls {
-			if j > 0 {
-				b = append(b, ',')
-			}
-			b = appendToolCall(b, &msg.ToolCalls[j])
-		}
-		b = append(b, ']')
-	}
+	b = appendList(b, `,"tool_calls":`, msg.ToolCalls, appendToolCall)
 	if msg.ToolCallID != "" {
 		b = append(b, `,"tool_call_id":`...)
 		b = appendString(b, msg.ToolCallID)

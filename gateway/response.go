@@ -621,15 +621,6 @@ func finishWithTools(reason string, hasTools bool) string {
 // newID returns prefix + a random string.
 func newID(prefix string) string { return prefix + rand.Text() }
 
-// completionFromBody translates a non-streamed unified response.
-func completionFromBody(body []byte, model string, now time.Time) (*ChatCompletion, error) {
-	r, err := decodeResponse(body)
-	if err != nil {
-		return nil, err
-	}
-	return translateCompletion(r, model, now), nil
-}
-
 // decodeResponse decodes a non-streamed unified response, which must have
 // a response_payload.
 func decodeResponse(body []byte) (*unifiedResponse, error) {

@@ -15,6 +15,16 @@ var schemaCheck = publicschema.Check
 
 var testNow = time.Unix(1_760_000_000, 0)
 
+// completionFromBody translates a non-streamed unified response (as
+// Client.completion does, without the protocol log).
+func completionFromBody(body []byte, model string, now time.Time) (*ChatCompletion, error) {
+	r, err := decodeResponse(body)
+	if err != nil {
+		return nil, err
+	}
+	return translateCompletion(r, model, now), nil
+}
+
 // completion translates body and fails the test on error.
 func completion(t *testing.T, body string) *ChatCompletion {
 	t.Helper()

@@ -473,3 +473,32 @@ func TestUsageMerge(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamBrokenAfterCommit: a malformed event or an error event after
+// the stream committed ends it with a stream break, the chunks before it
+// delivered.
+func TestStreamBrokenAfterCommit(t *testing.T) {
+	tests := []struct {
+		name, event, wantMsg string
+	}{
+		{"malformed event", sseEv(`{"response_payload":`), "the upstream sent a malformed event"},
+		{"error event", sseEv(`{"error":{"message":"boom"}}`), "the upstream reported an error in the stream"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := scriptedServer(t, serveBody(roleEvent+textEvent("a")+tt.event+finishEvent("end_turn")))
+			s, err := c.Stream(t.Context(), alice, mustModel(t, "gpt-5"), hello("gpt-5"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunks, err := drain(t, s)
+			e := asError(t, err)
+			if e.Kind != pool.OutcomeStreamBroken || e.Message != tt.wantMsg {
+				t.Errorf("error = %v (kind %v), want %v %q", e, e.Kind, pool.OutcomeStreamBroken, tt.wantMsg)
+			}
+			if len(chunks) != 2 || chunks[1].Choices[0].Delta.Content == nil || *chunks[1].Choices[0].Delta.Content != "a" {
+				t.Errorf("chunks before the break = %+v, want the role and %q", chunks, "a")
+			}
+		})
+	}
+}

@@ -74,9 +74,6 @@ func (c usageCounts) mergedUsage() *Usage {
 	return u
 }
 
-// usage converts to OpenAI's usage, or nil when no count is present.
-func (u *unifiedUsage) usage() *Usage { return u.counts().usage() }
-
 // Where an envelope carries its usage (values of the protocol log).
 const (
 	usageInMetrics = "platform_attributes.metrics.usage"
@@ -107,19 +104,28 @@ func (r *unifiedResponse) usageCounts() usageCounts {
 	return u.counts()
 }
 
-// fieldNames lists the count keys present, in a fixed order (for the
-// protocol log).
-func (u *unifiedUsage) fieldNames() string {
+// usageFields are the count keys of a usage object, in the order the
+// protocol log lists them.
+var usageFields = [...]string{"input_tokens", "output_tokens", "total_tokens", "prompt_tokens", "completion_tokens"}
+
+// fieldMask has bit i set when the count named usageFields[i] is present.
+func (u *unifiedUsage) fieldMask() uint8 {
+	var m uint8
+	for i, v := range [...]*flexInt{u.InputTokens, u.OutputTokens, u.TotalTokens, u.PromptTokens, u.CompletionTokens} {
+		if v != nil {
+			m |= 1 << i
+		}
+	}
+	return m
+}
+
+// usageFieldNames lists the count keys of a fieldMask (for the protocol
+// log).
+func usageFieldNames(mask uint8) string {
 	var names []string
-	for _, f := range []struct {
-		name string
-		v    *flexInt
-	}{
-		{"input_tokens", u.InputTokens}, {"output_tokens", u.OutputTokens}, {"total_tokens", u.TotalTokens},
-		{"prompt_tokens", u.PromptTokens}, {"completion_tokens", u.CompletionTokens},
-	} {
-		if f.v != nil {
-			names = append(names, f.name)
+	for i, name := range usageFields {
+		if mask&(1<<i) != 0 {
+			names = append(names, name)
 		}
 	}
 	return strings.Join(names, ",")
