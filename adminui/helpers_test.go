@@ -395,3 +395,13 @@ func (u *unavailableStore) AdminPassword(ctx context.Context) (store.AdminPasswo
 	}
 	return u.Store.AdminPassword(ctx)
 }
+
+// tokenCount is how many API tokens the store holds.
+func (e *env) tokenCount(t *testing.T) int {
+	t.Helper()
+	ts, err := e.st.ListTokens(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ts)
+}

@@ -53,14 +53,6 @@ func TestAllowedModelsFromTheCatalog(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	c := e.pageLoggedIn(testPassword)
 	api := e.loggedIn(testPassword)
-	stored := func() int {
-		t.Helper()
-		ts, err := e.st.ListTokens(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(ts)
-	}
 
 	t.Run("page", func(t *testing.T) {
 		body := wantPage(t, c.postTokenForm(url.Values{"name": {"ci"}, "allowed_models": {"claude-sonnet-4, no-such-model"}, "rate_limit": {"x"}}),
@@ -76,7 +68,7 @@ func TestAllowedModelsFromTheCatalog(t *testing.T) {
 		if strings.Contains(body, secret[:16]) {
 			t.Error("a token typed as a model is shown back")
 		}
-		if stored() != 0 {
+		if e.tokenCount(t) != 0 {
 			t.Fatal("a refused form saved a token")
 		}
 		body = wantPage(t, c.postTokenForm(url.Values{"name": {"ci"}, "allowed_models": {"anthropic:claude-sonnet-4@20250514 claude-sonnet-4, gpt-5"}}),
@@ -86,13 +78,13 @@ func TestAllowedModelsFromTheCatalog(t *testing.T) {
 		}
 	})
 	t.Run("api create", func(t *testing.T) {
-		before := stored()
+		before := e.tokenCount(t)
 		d := wantError(t, api.do("POST", "/api/tokens", map[string]any{"name": "x", "allowed_models": []string{"gpt-5", "no-such-model"}}, nil),
 			http.StatusBadRequest, "invalid_value", "allowed_models")
 		if d.Message != "unknown model 'no-such-model'; GET /v1/models lists them" {
 			t.Errorf("message = %q", d.Message)
 		}
-		if stored() != before {
+		if e.tokenCount(t) != before {
 			t.Error("a refused create saved a token")
 		}
 		res := api.do("POST", "/api/tokens", map[string]any{"name": "x", "allowed_models": []string{"claude-opus-4"}}, nil)

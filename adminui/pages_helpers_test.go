@@ -46,14 +46,18 @@ func (e *env) pageLoggedIn(password string) *client {
 	return c
 }
 
-var csrfInput = regexp.MustCompile(`name="csrf_token" value="([^"]+)"`)
-
 // formCSRF reads the CSRF token of the page's forms.
 func formCSRF(t *testing.T, res response) string {
 	t.Helper()
-	m := csrfInput.FindSubmatch(res.body)
+	return formField(t, res, "csrf_token")
+}
+
+// formField reads the value of the page's first input named name.
+func formField(t *testing.T, res response, name string) string {
+	t.Helper()
+	m := regexp.MustCompile(`name="` + regexp.QuoteMeta(name) + `" value="([^"]+)"`).FindSubmatch(res.body)
 	if m == nil {
-		t.Fatalf("no csrf_token field in the page (status %d): %s", res.status, res.body)
+		t.Fatalf("no %s field in the page (status %d): %s", name, res.status, res.body)
 	}
 	return string(m[1])
 }
@@ -125,16 +129,10 @@ func flash(path, done string) string { return basePath + path + "?done=" + done 
 // regexpMatch reports whether the pattern matches s.
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
 
-var nonceInput = regexp.MustCompile(`name="form_nonce" value="([^"]+)"`)
-
 // formNonce reads the one-time nonce of the page's token form.
 func formNonce(t *testing.T, res response) string {
 	t.Helper()
-	m := nonceInput.FindSubmatch(res.body)
-	if m == nil {
-		t.Fatalf("no form_nonce field in the page (status %d): %s", res.status, res.body)
-	}
-	return string(m[1])
+	return formField(t, res, nonceField)
 }
 
 // postTokenForm sends the tokens page's create form as a browser does:

@@ -29,14 +29,6 @@ func TestTokenFormResubmission(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	c := e.pageLoggedIn(testPassword)
-	count := func() int {
-		t.Helper()
-		ts, err := e.st.ListTokens(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(ts)
-	}
 
 	nonce := formNonce(t, c.do("GET", "/tokens", nil, nil))
 	vals := url.Values{"name": {"ci"}, nonceField: {nonce}}
@@ -52,7 +44,7 @@ func TestTokenFormResubmission(t *testing.T) {
 	if !strings.Contains(again, `data-token="ci"`) {
 		t.Error("the resubmission's answer does not list the token made the first time")
 	}
-	if n := count(); n != 1 {
+	if n := e.tokenCount(t); n != 1 {
 		t.Fatalf("%d tokens after a resubmission, want 1", n)
 	}
 
@@ -61,7 +53,7 @@ func TestTokenFormResubmission(t *testing.T) {
 			body := wantPage(t, c.post("/tokens", url.Values{"name": {"other"}, nonceField: {n}}), http.StatusBadRequest, "This form is out of date")
 			wantValue(t, body, "name", "other")
 		}
-		if n := count(); n != 1 {
+		if n := e.tokenCount(t); n != 1 {
 			t.Errorf("%d tokens, want 1", n)
 		}
 	})
@@ -69,7 +61,7 @@ func TestTokenFormResubmission(t *testing.T) {
 		nonce := formNonce(t, c.do("GET", "/tokens", nil, nil))
 		wantPage(t, c.post("/tokens", url.Values{"name": {""}, nonceField: {nonce}}), http.StatusBadRequest, "Name is required")
 		wantPage(t, c.post("/tokens", url.Values{"name": {"fixed"}, nonceField: {nonce}}), http.StatusCreated, `New API token “fixed”`)
-		if n := count(); n != 2 {
+		if n := e.tokenCount(t); n != 2 {
 			t.Errorf("%d tokens, want 2", n)
 		}
 	})
@@ -102,7 +94,7 @@ func TestTokenFormResubmission(t *testing.T) {
 		if created.Load() != 1 || refused.Load() != 7 {
 			t.Errorf("%d created, %d refused; want 1 and 7", created.Load(), refused.Load())
 		}
-		if n := count(); n != 3 {
+		if n := e.tokenCount(t); n != 3 {
 			t.Errorf("%d tokens, want 3", n)
 		}
 	})

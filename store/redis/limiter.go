@@ -56,8 +56,10 @@ type LimiterStore struct {
 const (
 	reserveDivisor = 100
 	maxReserve     = 64
-	// maxHeld bounds the keys with a reservation; past it they are
-	// dropped (their tokens unused: never more admitted).
+	// maxHeld bounds the keys with a reservation. Reaching it drops those
+	// whose window has ended; if more than half remain, all are dropped
+	// (their tokens unused: never more admitted). Either way the next
+	// maxHeld/2 new keys need no such sweep.
 	maxHeld = 10000
 )
 
@@ -217,12 +219,33 @@ func (l *LimiterStore) reservation(key string) *reservation {
 	r := l.held[key]
 	if r == nil {
 		if len(l.held) >= maxHeld {
-			clear(l.held)
+			l.dropEnded()
 		}
 		r = &reservation{}
 		l.held[key] = r
 	}
 	return r
+}
+
+// dropEnded drops the reservations whose window has ended, then every
+// one if more than half of maxHeld remain. l.mu is held. A reservation
+// whose lock is taken (a Take of it, maybe waiting on Redis) is in use and
+// kept: the sweep never waits for a Redis call.
+func (l *LimiterStore) dropEnded() {
+	now := time.Now()
+	for k, r := range l.held {
+		if !r.mu.TryLock() {
+			continue
+		}
+		ended := !now.Before(r.until)
+		r.mu.Unlock()
+		if ended {
+			delete(l.held, k)
+		}
+	}
+	if len(l.held) > maxHeld/2 {
+		clear(l.held)
+	}
 }
 
 // forget drops what this process holds of key (after Set).

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -345,5 +346,43 @@ func TestLimiterLowLimitTakesOne(t *testing.T) {
 	mustTake(t, l, "k")
 	if _, remaining, err := s.Limiter("rpm", 2*reserveDivisor-1, time.Minute).Get(t.Context(), "k"); err != nil || remaining != 2*reserveDivisor-2 {
 		t.Errorf("Redis after one take = %d, %v; want %d (one token taken)", remaining, err, 2*reserveDivisor-2)
+	}
+}
+
+// At maxHeld keys with a reservation, those of ended windows are dropped
+// and a key still holding tokens of its window keeps them; only when most
+// are live are all dropped.
+func TestLimiterHeldBound(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	l := openStore(t, srv, Options{}).Limiter("rpm", 1000, time.Minute) // a batch of 10
+	fill := func(until time.Time) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for i := len(l.held); i < maxHeld; i++ {
+			l.held["filler-"+strconv.Itoa(i)] = &reservation{left: 5, until: until}
+		}
+	}
+	heldLen := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.held)
+	}
+	if tk := mustTake(t, l, "live"); !tk.ok || tk.remaining != 999 {
+		t.Fatalf("first take = %+v, want ok, 999 left", tk)
+	}
+	fill(time.Now().Add(-time.Second)) // ended windows
+	mustTake(t, l, "new")
+	if n := heldLen(); n != 2 {
+		t.Errorf("after a sweep of ended windows %d keys held, want 2 (live, new)", n)
+	}
+	if _, remaining, err := l.Get(t.Context(), "live"); err != nil || remaining != 999 {
+		t.Errorf("Get(live) = %d, %v; want 999 (its 9 held tokens kept)", remaining, err)
+	}
+
+	fill(time.Now().Add(time.Minute)) // live windows
+	mustTake(t, l, "newer")
+	if n := heldLen(); n != 1 {
+		t.Errorf("after a sweep of live windows %d keys held, want 1 (all dropped, then newer)", n)
 	}
 }
